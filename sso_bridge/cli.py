@@ -1,0 +1,312 @@
+"""The `sso-bridge` command: serve, demo, check, certs, connections, token, users, audit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .settings import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+
+
+def _settings(ctx: click.Context) -> Settings:
+    """Load the configuration once per invocation; a bad one stops with every problem listed."""
+    if "settings" not in ctx.obj:
+        try:
+            ctx.obj["settings"] = load_settings(ctx.obj.get("config"))
+        except ConfigError as exc:
+            click.echo(f"sso-bridge: {exc}", err=True)
+            ctx.exit(EXIT_CONFIG)
+    return ctx.obj["settings"]  # type: ignore[no-any-return]
+
+
+def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
+    click.echo(json.dumps(data, indent=2, default=str) if as_json else text(data))
+
+
+@click.group()
+@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
+              help="TOML configuration file (default: $SSO_BRIDGE_CONFIG).")
+@click.pass_context
+def main(ctx: click.Context, config: str | None) -> None:
+    """sso-bridge: single sign-on from an HR/ERP portal into a learning platform."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+# -- serve and demo --------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.pass_context
+def serve(ctx: click.Context, bind: str, workers: int) -> None:
+    """Run the bridge under gunicorn."""
+    from .serve import run
+
+    settings = _settings(ctx)
+    try:
+        run(settings, bind, workers)
+    except ConfigError as exc:
+        click.echo(f"sso-bridge: {exc}", err=True)
+        ctx.exit(EXIT_CONFIG)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--var-dir", default="var/demo", show_default=True, type=click.Path(path_type=Path))
+def demo(host: str, port: int, var_dir: Path) -> None:
+    """Run the portal, the bridge and a demo LMS in one process on embedded defaults."""
+    from .demo import run
+
+    run(host=host, port=port, var_dir=var_dir)
+
+
+# -- check -----------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def check(ctx: click.Context, as_json: bool) -> None:
+    """Validate the configuration, keys and certificates, and reach the database and store."""
+    from .checks import run_checks
+
+    try:
+        settings = load_settings(ctx.obj.get("config"))
+    except ConfigError as exc:
+        results = [{"check": "configuration", "ok": False, "problem": p} for p in exc.problems]
+    else:
+        results = run_checks(settings)
+    _emit(results, as_json, lambda rows: "\n".join(
+        f"{'ok  ' if r['ok'] else 'FAIL'} {r['check']}" + ("" if r["ok"] else f": {r['problem']}")
+        for r in rows
+    ))
+    ctx.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+# -- certs -----------------------------------------------------------------------------------
+
+
+@main.group()
+def certs() -> None:
+    """Make keys: the provider's ID-token signing keys, and test keys for portals."""
+
+
+@certs.command("generate")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--type", "kind", type=click.Choice(["rsa", "ec", "ed25519"]), default="rsa",
+              show_default=True)
+@click.option("--public-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the public key here (PEM).")
+def certs_generate(out: Path, kind: str, public_out: Path | None) -> None:
+    """Write a new private key to OUT (mode 0600); refuses to overwrite."""
+    from .keyfiles import generate_private_key, write_private_key, write_public_key
+
+    if out.exists():
+        raise click.ClickException(f"{out} exists; refusing to overwrite a key")
+    key = generate_private_key(kind)
+    write_private_key(out, key)
+    click.echo(f"wrote {out}")
+    if public_out is not None:
+        write_public_key(public_out, key.public_key())
+        click.echo(f"wrote {public_out}")
+
+
+# -- connections -----------------------------------------------------------------------------
+
+
+@main.group()
+def connections() -> None:
+    """Upstream connections."""
+
+
+@connections.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def connections_list(ctx: click.Context, as_json: bool) -> None:
+    """List configured connections and their endpoints."""
+    settings = _settings(ctx)
+    rows = [
+        {"id": cid, "type": c.type, "name": c.display_name or cid,
+         "endpoint": f"{settings.base_url}/token/{cid}"}
+        for cid, c in settings.connections.items()
+    ]
+    _emit(rows, as_json, lambda rs: "\n".join(
+        f"{r['id']:<24} {r['type']:<6} {r['endpoint']}" for r in rs) or "no connections")
+
+
+# -- token -----------------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """Mint and verify handoff tokens (for portal developers)."""
+
+
+@token.command("mint")
+@click.option("--connection", "connection_id", required=True, help="Connection id.")
+@click.option("--key", "key_file", required=True, type=click.Path(exists=True, path_type=Path),
+              help="PEM private key (Ed25519, EC P-256, RSA) or a file with an HS256 secret.")
+@click.option("--kid", required=True)
+@click.option("--sub", required=True, help="The employee's stable id.")
+@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE",
+              help="A profile claim; repeat. `groups` takes a comma-separated list.")
+@click.option("--next", "next_path", default=None, help="Deep link, e.g. /courses/safety-101.")
+@click.option("--lifetime", default=60, show_default=True, type=int)
+@click.pass_context
+def token_mint(ctx: click.Context, connection_id: str, key_file: Path, kid: str, sub: str,
+               claims: tuple[str, ...], next_path: str | None, lifetime: int) -> None:
+    """Print a handoff token for CONNECTION, signed with KEY, as the portal would mint it."""
+    from .keyfiles import mint_handoff_token
+
+    settings = _settings(ctx)
+    connection = settings.connections.get(connection_id)
+    if connection is None or connection.type != "token":
+        raise click.ClickException(f"no token connection {connection_id!r} in the configuration")
+    now = int(time.time())
+    payload: dict[str, Any] = {
+        "iss": connection.issuer,
+        "aud": f"{settings.base_url}/token/{connection_id}",
+        "sub": sub,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": str(uuid.uuid4()),
+    }
+    for item in claims:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
+        payload[name] = [g for g in value.split(",") if g] if name == "groups" else value
+    if next_path:
+        payload["next"] = next_path
+    click.echo(mint_handoff_token(key_file, kid, payload))
+
+
+@token.command("verify")
+@click.option("--connection", "connection_id", required=True)
+@click.argument("token_value", metavar="TOKEN", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def token_verify(ctx: click.Context, connection_id: str, token_value: str | None,
+                 as_json: bool) -> None:
+    """Check TOKEN (or standard input) exactly as POST /token/<id> would, without using it up.
+
+    Every check runs, with the connection's keys; only the replay check uses a
+    store private to this command, so verifying never consumes the token's jti.
+    """
+    from .connectors.token import TokenConnector
+    from .errors import BridgeError
+    from .state import MemoryStore
+
+    settings = _settings(ctx)
+    connection = settings.connections.get(connection_id)
+    if connection is None or connection.type != "token":
+        raise click.ClickException(f"no token connection {connection_id!r} in the configuration")
+    value = (token_value or sys.stdin.read()).strip()
+    connector = TokenConnector(connection_id, connection, settings.base_url, MemoryStore(),
+                               settings.limits.max_token_bytes)
+    try:
+        verified = connector.complete({"token": value})
+    except BridgeError as exc:
+        result = {"valid": False, "reason": exc.code, "detail": exc.detail}
+        _emit(result, as_json, lambda r: f"INVALID {r['reason']}: {r['detail']}")
+        ctx.exit(1)
+    identity = verified.identity
+    result = {"valid": True, "subject": identity.subject, "identity": identity.profile(),
+              "active": identity.active, "next": verified.next}
+    _emit(result, as_json, lambda r: f"VALID for subject {r['subject']}\n"
+          + json.dumps(r["identity"], indent=2))
+
+
+# -- users and audit -------------------------------------------------------------------------
+
+
+@main.group()
+def users() -> None:
+    """People the bridge has provisioned."""
+
+
+@users.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--limit", default=100, show_default=True, type=int)
+@click.pass_context
+def users_list(ctx: click.Context, as_json: bool, limit: int) -> None:
+    """List users, newest first."""
+    from .admin_queries import list_users
+
+    rows = list_users(_settings(ctx), limit)
+    _emit(rows, as_json, lambda rs: "\n".join(
+        f"{r['id']:>6} {r['email'] or '-':<32} {r['display_name'] or '-':<28} "
+        f"{'BLOCKED' if r['blocked'] else r['employment_status'] or 'active'}"
+        for r in rs) or "no users")
+
+
+@users.command("show")
+@click.argument("user_ref")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def users_show(ctx: click.Context, user_ref: str, as_json: bool) -> None:
+    """Show one user (by id, public id or e-mail) with their identity links."""
+    from .admin_queries import show_user
+
+    row = show_user(_settings(ctx), user_ref)
+    if row is None:
+        raise click.ClickException(f"no user {user_ref!r}")
+    _emit(row, as_json, lambda r: "\n".join(f"{k:<18} {v}" for k, v in r.items()))
+
+
+@main.group()
+def audit() -> None:
+    """Audit events."""
+
+
+@audit.command("tail")
+@click.option("-n", "limit", default=20, show_default=True, type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def audit_tail(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Show the newest audit events."""
+    from .admin_queries import open_services
+
+    with open_services(_settings(ctx)) as svc:
+        rows = svc.audit.tail(limit)
+    _emit(rows, as_json, lambda rs: "\n".join(
+        f"{r['at']} {r['correlation_id']} {r['event']:<8} {r['outcome']:<8} {r['reason']:<24} "
+        f"{r['connection'] or '-'} {r['subject'] or '-'}" for r in rs) or "no events")
+
+
+# -- db --------------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """The durable store."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Apply database migrations and sync the provider's clients from the configuration."""
+    from .admin_queries import open_services
+    from .provider import sync_clients
+
+    settings = _settings(ctx)
+    with open_services(settings) as svc:
+        svc.db.upgrade()
+        sync_clients(svc.db, settings)
+    click.echo("database is up to date")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,190 @@
+"""The keys a portal signs handoff tokens with: files, an inline JWKS, or a JWKS URL.
+
+Every key is pinned to exactly one algorithm. A key from a JWKS takes its
+algorithm from the JWK's ``alg``, or from its type and curve when that is
+unambiguous (OKP Ed25519 → EdDSA, EC P-256 → ES256, RSA → RS256), never from
+the token being verified.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey, import_key
+
+from ..errors import KeySetUnavailable
+from ..logs import get_logger
+from ..settings import KID, TokenConnection, TokenKeySettings
+from ..state import Store
+
+log = get_logger("sso_bridge.connectors.token")
+
+MIN_HMAC_SECRET = 32
+MIN_RSA_BITS = 2048
+MAX_JWKS_BYTES = 64 * 1024
+PUBLIC_PARAMS = ("kty", "crv", "x", "y", "n", "e")
+
+
+@dataclass(frozen=True)
+class PinnedKey:
+    kid: str
+    alg: str
+    key: Key
+
+
+class KeyConfigError(ValueError):
+    """A configured key is unusable; the message names it."""
+
+
+def load_file_key(spec: TokenKeySettings) -> PinnedKey:
+    """Load one configured key file and check it fits its pinned algorithm."""
+    try:
+        if spec.alg == "HS256":
+            assert spec.secret_file is not None
+            secret = spec.secret_file.read_bytes().strip()
+            if len(secret) < MIN_HMAC_SECRET:
+                raise KeyConfigError(
+                    f"key {spec.kid!r}: an HS256 secret needs at least {MIN_HMAC_SECRET} bytes"
+                )
+            return PinnedKey(spec.kid, spec.alg, OctKey.import_key(secret))
+        assert spec.public_key_file is not None
+        public = load_pem_public_key(spec.public_key_file.read_bytes())
+    except OSError as exc:
+        raise KeyConfigError(f"key {spec.kid!r}: cannot read {exc.filename}: {exc.strerror}") from None
+    except ValueError as exc:
+        if isinstance(exc, KeyConfigError):
+            raise
+        raise KeyConfigError(f"key {spec.kid!r}: not a PEM public key") from None
+    return PinnedKey(spec.kid, spec.alg, _wrap(spec.kid, spec.alg, public))
+
+
+def _wrap(kid: str, alg: str, public: Any) -> Key:
+    """Wrap a public key for joserfc after checking that its type matches ``alg``."""
+    if alg == "EdDSA" and isinstance(public, ed25519.Ed25519PublicKey):
+        return OKPKey.import_key(public)
+    if alg == "ES256" and isinstance(public, ec.EllipticCurvePublicKey) \
+            and isinstance(public.curve, ec.SECP256R1):
+        return ECKey.import_key(public)
+    if alg == "RS256" and isinstance(public, rsa.RSAPublicKey):
+        if public.key_size < MIN_RSA_BITS:
+            raise KeyConfigError(f"key {kid!r}: RSA keys need at least {MIN_RSA_BITS} bits")
+        return RSAKey.import_key(public)
+    raise KeyConfigError(f"key {kid!r}: the key type does not fit {alg}")
+
+
+def parse_jwks(data: Any, allowed: list[str]) -> dict[str, PinnedKey]:
+    """Pinned keys from a JWKS document; keys that cannot be pinned are left out and logged."""
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise KeyConfigError("a JWKS must be an object with a `keys` list")
+    keys: dict[str, PinnedKey] = {}
+    for jwk in data["keys"]:
+        try:
+            pinned = _pin_jwk(jwk, allowed)
+        except (KeyConfigError, JoseError, ValueError, TypeError) as exc:
+            log.warning("jwks_key_skipped", kid=str(jwk.get("kid"))[:128]
+                        if isinstance(jwk, dict) else None, why=str(exc))
+            continue
+        if pinned.kid in keys:
+            raise KeyConfigError(f"the JWKS holds kid {pinned.kid!r} twice")
+        keys[pinned.kid] = pinned
+    return keys
+
+
+def _pin_jwk(jwk: Any, allowed: list[str]) -> PinnedKey:
+    if not isinstance(jwk, dict):
+        raise KeyConfigError("a JWK must be an object")
+    kid = jwk.get("kid")
+    if not isinstance(kid, str) or not KID.match(kid):
+        raise KeyConfigError("a JWK needs a kid of letters, digits, '.', '_' or '-'")
+    if jwk.get("use", "sig") != "sig":
+        raise KeyConfigError(f"key {kid!r} is not a signing key")
+    if "d" in jwk or jwk.get("kty") == "oct":
+        # A JWKS is public by nature; a private or symmetric key in it is a leak, not a key.
+        raise KeyConfigError(f"key {kid!r} is private or symmetric; publish public keys only")
+    kty, crv = jwk.get("kty"), jwk.get("crv")
+    implied = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256", ("RSA", None): "RS256"}
+    alg = jwk.get("alg") or implied.get((kty, crv))
+    if alg not in allowed:
+        raise KeyConfigError(f"key {kid!r}: algorithm {alg!r} is not allowed here")
+    # Only the public parameters are imported: `key_ops`, `x5c` and the like are ignored.
+    public = import_key({k: v for k, v in jwk.items() if k in PUBLIC_PARAMS}).public_key
+    return PinnedKey(kid, alg, _wrap(kid, alg, public))
+
+
+class TokenKeyring:
+    """Resolves a ``kid`` to a pinned key for one connection.
+
+    File and inline keys are loaded once, at start. A JWKS URL is fetched on
+    first use and cached in the shared store; an unknown ``kid`` triggers one
+    refetch, at most once per ``jwks_refetch_interval`` across all instances,
+    so a flood of random kids cannot turn the bridge against the portal.
+    """
+
+    def __init__(self, connection_id: str, settings: TokenConnection, store: Store,
+                 http: requests.Session | None = None) -> None:
+        self._id = connection_id
+        self._settings = settings
+        self._store = store
+        self._http = http or requests.Session()
+        self._static: dict[str, PinnedKey] = {}
+        for spec in settings.keys:
+            self._static[spec.kid] = load_file_key(spec)
+        if settings.jwks is not None:
+            for kid, key in parse_jwks(settings.jwks, list(settings.algorithms)).items():
+                if kid in self._static:
+                    raise KeyConfigError(f"kid {kid!r} is configured twice")
+                self._static[kid] = key
+        self._remote_raw: str | None = None
+        self._remote: dict[str, PinnedKey] = {}
+
+    def find(self, kid: str) -> PinnedKey | None:
+        if kid in self._static:
+            return self._static[kid]
+        if self._settings.jwks_url is None:
+            return None
+        keys = self._remote_keys(refresh=False)
+        if kid not in keys and self._may_refetch():
+            keys = self._remote_keys(refresh=True)
+        return keys.get(kid)
+
+    def _cache_key(self) -> str:
+        return f"jwks:{self._id}"
+
+    def _may_refetch(self) -> bool:
+        interval = self._settings.jwks_refetch_interval
+        return self._store.add(f"jwks-refetch:{self._id}", "1", interval)
+
+    def _remote_keys(self, refresh: bool) -> dict[str, PinnedKey]:
+        raw = None if refresh else self._store.get(self._cache_key())
+        if raw is None:
+            raw = self._fetch()
+            self._store.set(self._cache_key(), raw, self._settings.jwks_cache_seconds)
+        if raw != self._remote_raw:
+            # Parse once per distinct document, not once per login.
+            self._remote = parse_jwks(json.loads(raw), list(self._settings.algorithms))
+            self._remote_raw = raw
+        return self._remote
+
+    def _fetch(self) -> str:
+        url = self._settings.jwks_url
+        assert url is not None
+        try:
+            response = self._http.get(url, timeout=5, allow_redirects=False, stream=True)
+            response.raise_for_status()
+            body = response.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
+            if len(body) > MAX_JWKS_BYTES:
+                raise KeySetUnavailable(f"JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes")
+            text = body.decode("utf-8")
+            parse_jwks(json.loads(text), list(self._settings.algorithms))
+        except KeySetUnavailable:
+            raise
+        except (requests.RequestException, ValueError, KeyConfigError) as exc:
+            raise KeySetUnavailable(f"JWKS at {url}: {type(exc).__name__}") from exc
+        log.info("jwks_fetched", connection=self._id, url=url)
+        return text

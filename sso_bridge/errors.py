@@ -1,0 +1,220 @@
+"""The error tree: every refusal the bridge can show a person.
+
+A ``BridgeError`` carries a machine-readable ``code`` (the audit reason), the
+HTTP status, and a public message written for the person in front of the
+browser. ``detail`` is for the audit log and the admin only; it never reaches
+the browser, and neither does ``str(exc)`` of anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class BridgeError(Exception):
+    """A refusal with a reason code, a status and a message a person can act on."""
+
+    code: ClassVar[str] = "internal_error"
+    status: ClassVar[int] = 400
+    public_message: ClassVar[str] = (
+        "We could not sign you in. Please go back to your portal and try again."
+    )
+
+    def __init__(self, detail: str = "", **context: Any) -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail
+        self.context = context
+
+
+# -- requests the bridge refuses before any protocol runs --------------------------------
+
+
+class RequestTooLarge(BridgeError):
+    code = "request_too_large"
+    status = 413
+    public_message = "The sign-in request was too large to accept."
+
+
+class UnknownConnection(BridgeError):
+    code = "unknown_connection"
+    status = 404
+    public_message = "This sign-in link is not configured. Ask your IT team for the right link."
+
+
+class MethodNotAllowed(BridgeError):
+    code = "method_not_allowed"
+    status = 405
+    public_message = "This sign-in link must be opened from your portal."
+
+
+class NextNotAllowed(BridgeError):
+    code = "next_not_allowed"
+    public_message = (
+        "The link you followed points to a page outside the learning platform, so we stopped."
+    )
+
+
+class NoLogin(BridgeError):
+    code = "login_required"
+    status = 401
+    public_message = "Please start from your company portal to sign in to the learning platform."
+
+
+# -- upstream assertions (tokens, SAML, OIDC) ---------------------------------------------
+
+
+class InvalidAssertion(BridgeError):
+    """An upstream sign-in message that is not exactly valid."""
+
+    code = "assertion_invalid"
+    public_message = (
+        "Your portal sent a sign-in message we could not accept. "
+        "Please go back to the portal and click the link again."
+    )
+
+
+class MalformedToken(InvalidAssertion):
+    code = "token_malformed"
+
+
+class TokenTooLarge(InvalidAssertion):
+    code = "token_too_large"
+    status = 413
+
+
+class ForbiddenAlgorithm(InvalidAssertion):
+    code = "token_alg_forbidden"
+
+
+class AlgorithmKeyMismatch(InvalidAssertion):
+    code = "token_alg_key_mismatch"
+
+
+class ForbiddenHeader(InvalidAssertion):
+    code = "token_header_forbidden"
+
+
+class InvalidType(InvalidAssertion):
+    code = "token_typ_invalid"
+
+
+class MissingKeyId(InvalidAssertion):
+    code = "token_kid_missing"
+
+
+class InvalidKeyId(InvalidAssertion):
+    code = "token_kid_invalid"
+
+
+class UnknownKey(InvalidAssertion):
+    code = "token_kid_unknown"
+
+
+class BadSignature(InvalidAssertion):
+    code = "token_signature_invalid"
+
+
+class MissingClaim(InvalidAssertion):
+    code = "token_claim_missing"
+
+
+class InvalidClaim(InvalidAssertion):
+    code = "token_claim_invalid"
+
+
+class IssuerMismatch(InvalidAssertion):
+    code = "token_issuer_mismatch"
+
+
+class AudienceMismatch(InvalidAssertion):
+    code = "token_audience_mismatch"
+
+
+class ExpiredToken(InvalidAssertion):
+    code = "token_expired"
+    public_message = (
+        "Your sign-in link has expired. Please go back to your portal and click it again."
+    )
+
+
+class TokenNotYetValid(InvalidAssertion):
+    code = "token_not_yet_valid"
+    public_message = (
+        "Your sign-in link is not valid yet; your portal's clock may be ahead. "
+        "Please try again in a minute."
+    )
+
+
+class LifetimeExceeded(InvalidAssertion):
+    code = "token_lifetime_exceeded"
+
+
+class ReplayedToken(InvalidAssertion):
+    code = "token_replayed"
+    public_message = (
+        "This sign-in link was already used. Please go back to your portal and click it again."
+    )
+
+
+class KeySetUnavailable(InvalidAssertion):
+    code = "token_keys_unavailable"
+    status = 503
+    public_message = (
+        "We could not check your sign-in right now because your portal's keys are "
+        "unreachable. Please try again in a few minutes."
+    )
+
+
+# -- identity and provisioning ------------------------------------------------------------
+
+
+class MissingAttribute(BridgeError):
+    code = "attribute_missing"
+    public_message = (
+        "Your portal did not send all the information the learning platform needs. "
+        "Please tell your IT team; the reference below names what is missing."
+    )
+
+
+class InvalidAttribute(BridgeError):
+    code = "attribute_invalid"
+    public_message = (
+        "Your portal sent account information we could not accept. "
+        "Please tell your IT team and quote the reference below."
+    )
+
+
+class AccountBlocked(BridgeError):
+    code = "user_blocked"
+    status = 403
+    public_message = (
+        "Your account is not allowed to use the learning platform. "
+        "If you think this is wrong, contact your HR or IT team and quote the reference below."
+    )
+
+
+class ProvisioningBusy(BridgeError):
+    code = "provisioning_busy"
+    status = 503
+    public_message = (
+        "Your account is being set up by another sign-in right now. Please try again in a moment."
+    )
+
+
+# -- dependencies -------------------------------------------------------------------------
+
+
+class StoreUnavailable(BridgeError):
+    code = "store_unavailable"
+    status = 503
+    public_message = (
+        "Sign-in is temporarily unavailable. Please try again in a few minutes."
+    )
+
+
+class DatabaseUnavailable(BridgeError):
+    code = "database_unavailable"
+    status = 503
+    public_message = (
+        "Sign-in is temporarily unavailable. Please try again in a few minutes."
+    )

@@ -1,0 +1,66 @@
+"""Key files: generate them, write them safely, and sign test handoff tokens with them."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from joserfc import jwt
+from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def generate_private_key(kind: str) -> PrivateKey:
+    """A fresh key: RSA 3072, EC P-256 or Ed25519."""
+    if kind == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=3072)
+    if kind == "ec":
+        return ec.generate_private_key(ec.SECP256R1())
+    if kind == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"unknown key type {kind!r}")
+
+
+def write_private_key(path: Path, key: PrivateKey) -> None:
+    """Write a PKCS#8 PEM readable by its owner only, created with that mode (no window)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+
+
+def write_public_key(path: Path, key: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(key.public_bytes(serialization.Encoding.PEM,
+                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def signing_key(path: Path) -> tuple[Key, str]:
+    """A joserfc key and its algorithm from a PEM private key or an HS256 secret file."""
+    data = path.read_bytes()
+    if b"PRIVATE KEY" not in data:
+        return OctKey.import_key(data.strip()), "HS256"
+    private = serialization.load_pem_private_key(data, password=None)
+    if isinstance(private, ed25519.Ed25519PrivateKey):
+        return OKPKey.import_key(private), "EdDSA"
+    if isinstance(private, ec.EllipticCurvePrivateKey):
+        return ECKey.import_key(private), "ES256"
+    if isinstance(private, rsa.RSAPrivateKey):
+        return RSAKey.import_key(private), "RS256"
+    raise ValueError(f"{path}: unsupported key type")
+
+
+def mint_handoff_token(key_file: Path, kid: str, claims: dict[str, Any]) -> str:
+    """Sign ``claims`` as a handoff token (typ handoff+jwt), as a portal does."""
+    key, alg = signing_key(key_file)
+    header = {"alg": alg, "typ": "handoff+jwt", "kid": kid}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc flags the RFC 9864 rename of "EdDSA"
+        return jwt.encode(header, claims, key, algorithms=[alg])

@@ -1,0 +1,389 @@
+"""The validated configuration: one TOML file, overridable from the environment.
+
+Sources, strongest first: keyword arguments (tests), environment variables
+(``SSO_BRIDGE_`` prefix, ``__`` between nested keys), files in the secrets
+directory (``SSO_BRIDGE_SECRETS_DIR``, one file per key, named like the
+environment variable without its prefix), the TOML file named by
+``SSO_BRIDGE_CONFIG``, and the defaults below. Everything is validated once,
+at start; an invalid value stops the start with a message naming the key.
+
+Each field's docstring is its documentation: docs/configuration.md is checked
+against this model by a test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "SSO_BRIDGE_CONFIG"
+SECRETS_DIR_ENV = "SSO_BRIDGE_SECRETS_DIR"
+
+# A connection id appears in URLs that IdP admins paste into their systems: keep it a slug.
+SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+# Key ids are compared, never used as paths; the pattern gives bad ones a clear error.
+KID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+
+TokenAlgorithm = Literal["EdDSA", "ES256", "RS256", "HS256"]
+IdentityField = Literal[
+    "email",
+    "given_name",
+    "family_name",
+    "display_name",
+    "department",
+    "location",
+    "language",
+    "manager",
+    "job_title",
+    "groups",
+    "employment_status",
+]
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; ``problems`` holds one line per key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+class Section(BaseModel):
+    """A configuration table: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
+
+
+def _https_or_loopback(url: str) -> str:
+    """Accept https URLs, and http only on loopback (local demos and tests)."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return url
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        return url
+    raise ValueError("must be an https URL (http is allowed only on 127.0.0.1 or localhost)")
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite:///var/sso-bridge.db"
+    """SQLAlchemy URL of the durable store: `sqlite:///path` or `postgresql+psycopg://user@host/db`."""
+    migrate_on_start: bool = True
+    """Apply Alembic migrations when `serve` or `demo` starts (before any worker forks)."""
+    pool_size: int = Field(default=5, ge=1, le=100)
+    """Connections kept open per process (PostgreSQL only)."""
+
+
+class StoreSettings(Section):
+    url: SecretStr | None = None
+    """Redis URL (`redis://`, `rediss://`) for state shared between instances. Unset: an in-process store, for one process only."""
+    key_prefix: str = "sso-bridge:"
+    """Prefix of every key the bridge writes, so several deployments can share one Redis."""
+    timeout: float = Field(default=2.0, gt=0, le=30)
+    """Seconds to wait for Redis before refusing the login (fail closed)."""
+
+
+class SessionSettings(Section):
+    lifetime: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    """Seconds a bridge session lasts; within it the LMS can sign the person in again without the portal."""
+    cookie_name: str = "sso_bridge_session"
+    """Name of the bridge's session cookie (HttpOnly, SameSite=Lax, Secure when the base URL is https)."""
+
+
+class LimitsSettings(Section):
+    max_request_bytes: int = Field(default=64 * 1024, ge=4096, le=10 * 1024 * 1024)
+    """Largest request body accepted, in bytes; larger ones get a 413."""
+    max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
+    """Largest signed handoff token accepted, in bytes."""
+
+
+class LogSettings(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level written."""
+    format: Literal["json", "console"] = "json"
+    """`json` for production (one object per line), `console` for people reading a terminal."""
+
+
+class LmsSettings(Section):
+    type: Literal["builtin"] = "builtin"
+    """LMS adapter that provisions accounts before the handoff. `builtin` keeps accounts in the bridge's database."""
+    base_url: str = "http://127.0.0.1:8000/lms"
+    """Where the LMS lives; a relative `next` path is resolved against it."""
+    allowed_hosts: list[str] = []
+    """Further hosts an absolute `next` URL may point at (the host of `base_url` is always allowed)."""
+    client_id: str = "lms"
+    """Id of the OpenID Connect client (in `provider.clients`) that is the LMS: the handoff signs the person in through it."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return _https_or_loopback(value).rstrip("/")
+
+
+class ClientSettings(Section):
+    """An OpenID Connect client of the bridge's provider (the LMS)."""
+
+    client_id: str = Field(pattern=r"^[A-Za-z0-9._-]{1,128}$")
+    """The client id the LMS sends."""
+    client_secret: SecretStr | None = None
+    """Secret for `client_secret_basic` or `client_secret_post`; unset for a public client (PKCE only)."""
+    redirect_uris: list[str] = Field(min_length=1)
+    """Exact redirect URIs the client may use; compared byte for byte."""
+    initiate_login_uri: str | None = None
+    """The LMS's third-party-initiated login URL (OIDC Core 4); the handoff sends people there with `iss` and `target_link_uri`."""
+    scopes: list[str] = ["openid", "profile", "email", "employee", "groups"]
+    """Scopes the client may ask for."""
+    require_pkce: bool = True
+    """Require PKCE with S256 on every authorization request."""
+
+    @field_validator("redirect_uris")
+    @classmethod
+    def _check_redirects(cls, value: list[str]) -> list[str]:
+        return [_https_or_loopback(uri) for uri in value]
+
+    @field_validator("client_secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+
+class ProviderSettings(Section):
+    signing_key_files: list[Path] = []
+    """PEM private keys (RSA or EC P-256) that sign ID tokens: the first signs, the others stay in the JWKS so tokens they signed still verify during a rotation."""
+    id_token_lifetime: int = Field(default=300, ge=60, le=3600)
+    """Seconds an ID token is valid."""
+    access_token_lifetime: int = Field(default=300, ge=60, le=3600)
+    """Seconds an access token (for userinfo) is valid."""
+    code_lifetime: int = Field(default=60, ge=10, le=600)
+    """Seconds an authorization code is valid; each is single use."""
+    clients: list[ClientSettings] = []
+    """The LMSs that sign people in through the bridge."""
+
+
+class TokenKeySettings(Section):
+    """One key a portal signs handoff tokens with."""
+
+    kid: str = Field(pattern=KID.pattern)
+    """Key id the token header names in `kid`."""
+    alg: TokenAlgorithm
+    """The one algorithm this key may be used with; a token naming another is refused."""
+    public_key_file: Path | None = None
+    """PEM public key (Ed25519, EC P-256 or RSA ≥ 2048 bits) for EdDSA, ES256 or RS256."""
+    secret_file: Path | None = None
+    """File holding the shared secret for HS256 (at least 32 bytes)."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TokenKeySettings:
+        if self.alg == "HS256":
+            if self.secret_file is None or self.public_key_file is not None:
+                raise ValueError("an HS256 key needs secret_file and no public_key_file")
+        elif self.public_key_file is None or self.secret_file is not None:
+            raise ValueError(f"an {self.alg} key needs public_key_file and no secret_file")
+        return self
+
+
+class ConnectionBase(Section):
+    display_name: str = ""
+    """Name shown to people on the chooser and error pages."""
+    attributes: dict[IdentityField, str] = {}
+    """Upstream attribute or claim name for each identity field, where it differs from the connector's default."""
+    required_attributes: list[IdentityField] = []
+    """Identity fields a login must carry; a login without one is refused with a page naming it."""
+    active_statuses: list[str] = ["active"]
+    """Values of `employment_status` that may sign in; any other value blocks the person (an absent status counts as active)."""
+    email_domains: list[str] = []
+    """E-mail domains for home-realm discovery on `/login`."""
+
+
+class TokenConnection(ConnectionBase):
+    """A homegrown portal that posts a signed handoff token (docs/token-handoff.md)."""
+
+    type: Literal["token"]
+    """Connection kind."""
+    issuer: str = Field(min_length=1, max_length=256)
+    """The portal's registered id: the token's `iss` must equal it exactly."""
+    algorithms: list[TokenAlgorithm] = ["EdDSA", "ES256", "RS256"]
+    """Algorithms this connection accepts at all; each key is also pinned to one of them."""
+    keys: list[TokenKeySettings] = []
+    """Keys from files; several at once let the portal rotate without downtime."""
+    jwks: dict[str, Any] | None = None
+    """An inline JWKS (`{"keys": [...]}`); each key needs a `kid`."""
+    jwks_url: str | None = None
+    """The portal's JWKS URL, fetched and cached; an unknown `kid` triggers a refetch (rate-limited)."""
+    jwks_cache_seconds: int = Field(default=300, ge=10, le=86400)
+    """How long a fetched JWKS is trusted before it is fetched again."""
+    jwks_refetch_interval: int = Field(default=30, ge=1, le=3600)
+    """Least seconds between two refetches caused by an unknown `kid`."""
+    max_lifetime: int = Field(default=120, ge=10, le=600)
+    """Longest accepted `exp` − `iat`, in seconds."""
+    leeway: int = Field(default=30, ge=0, le=300)
+    """Clock skew tolerated on `iat`, `nbf` and `exp`, in seconds."""
+    allow_get: bool = False
+    """Also accept the token as a GET query parameter (it then lands in browser history and proxy logs)."""
+    portal_url: str | None = None
+    """Where `/login` sends people to start from their portal."""
+
+    @field_validator("jwks_url", "portal_url")
+    @classmethod
+    def _check_urls(cls, value: str | None) -> str | None:
+        return None if value is None else _https_or_loopback(value)
+
+    @model_validator(mode="after")
+    def _has_keys(self) -> TokenConnection:
+        if not (self.keys or self.jwks or self.jwks_url):
+            raise ValueError("a token connection needs keys, jwks or jwks_url")
+        for key in self.keys:
+            if key.alg not in self.algorithms:
+                raise ValueError(f"key {key.kid!r} uses {key.alg}, which `algorithms` does not allow")
+        return self
+
+
+Connection = Annotated[TokenConnection, Field(discriminator="type")]
+
+
+class Settings(BaseSettings):
+    """The whole configuration of one bridge deployment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SSO_BRIDGE_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        use_attribute_docstrings=True,
+        frozen=True,
+    )
+
+    base_url: str
+    """The bridge's public URL (scheme, host, optional path). Every absolute URL it sends is built from it, never from the Host header."""
+    database: DatabaseSettings = DatabaseSettings()
+    """The durable store."""
+    store: StoreSettings = StoreSettings()
+    """The ephemeral store shared between instances."""
+    session: SessionSettings = SessionSettings()
+    """The bridge's own browser session."""
+    limits: LimitsSettings = LimitsSettings()
+    """Input size limits."""
+    log: LogSettings = LogSettings()
+    """Logging."""
+    lms: LmsSettings = LmsSettings()
+    """The learning platform people are sent into."""
+    provider: ProviderSettings = ProviderSettings()
+    """The bridge as OpenID Provider toward the LMS."""
+    connections: dict[str, Connection] = {}
+    """Upstream connections, by slug (the `<id>` in `/token/<id>`, `/saml/<id>/…`)."""
+    var_dir: Path = Path("var")
+    """Directory for files the bridge writes (SQLite database, cached metadata)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _check_base_url(cls, value: str) -> str:
+        return _https_or_loopback(value).rstrip("/")
+
+    @field_validator("connections")
+    @classmethod
+    def _check_slugs(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for slug in value:
+            if not SLUG.match(slug):
+                raise ValueError(f"connection id {slug!r} must be a lowercase slug (a-z, 0-9, -)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_lms_client(self) -> Settings:
+        ids = [client.client_id for client in self.provider.clients]
+        if len(ids) != len(set(ids)):
+            raise ValueError("provider.clients: client_id values must be unique")
+        if self.provider.clients and self.lms.client_id not in ids:
+            raise ValueError(f"lms.client_id {self.lms.client_id!r} is not in provider.clients")
+        return self
+
+    @property
+    def secure_cookies(self) -> bool:
+        return self.base_url.startswith("https://")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets_dir = _secrets_dir.get()
+        if secrets_dir is not None:
+            sources.append(
+                NestedSecretsSettingsSource(
+                    file_secret_settings,
+                    secrets_dir=secrets_dir,
+                    secrets_dir_missing="error",
+                    secrets_prefix="",
+                    secrets_nested_delimiter="__",
+                )
+            )
+        config_file = _config_file.get()
+        if config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+_secrets_dir: ContextVar[Path | None] = ContextVar("secrets_dir", default=None)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read and validate the configuration; raise ConfigError naming every bad key.
+
+    Without ``config_file``, the file comes from ``SSO_BRIDGE_CONFIG``. This is
+    the one place that reads the process environment.
+    """
+    path = config_file or os.environ.get(CONFIG_ENV)
+    secrets = os.environ.get(SECRETS_DIR_ENV)
+    problems: list[str] = []
+    if path is not None and not Path(path).is_file():
+        raise ConfigError([f"{CONFIG_ENV}: no such file: {path}"])
+    if secrets is not None and not Path(secrets).is_dir():
+        raise ConfigError([f"{SECRETS_DIR_ENV}: no such directory: {secrets}"])
+    file_token = _config_file.set(Path(path) if path else None)
+    secrets_token = _secrets_dir.set(Path(secrets) if secrets else None)
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = [_describe(error) for error in exc.errors()]
+        raise ConfigError(problems) from None
+    except ValueError as exc:  # a TOML syntax error names the line
+        raise ConfigError([f"{path}: {exc}"]) from None
+    finally:
+        _config_file.reset(file_token)
+        _secrets_dir.reset(secrets_token)
+
+
+def _describe(error: Any) -> str:
+    """One line per problem: the dotted key, then pydantic's message without the input value.
+
+    The input is left out on purpose: it may be a secret.
+    """
+    key = ".".join(str(part) for part in error["loc"] if part not in ("token",)) or "(root)"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key}: {message}"

@@ -1,0 +1,88 @@
+"""The common end of every login: identity → provisioning → session → handoff.
+
+Each connector's route calls ``finish_login`` with what the connector verified;
+nothing here knows which protocol it came from.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Response, g, redirect, request
+
+from .. import metrics
+from ..audit import SUCCESS, AuditRecord
+from ..connectors.base import Verified
+from ..handoff import handoff_url
+from ..redirects import safe_next
+from .context import correlation_id, current_session, services
+
+
+def begin_login(connection_id: str) -> None:
+    """Mark this request as a login, so a refusal is audited and counted for the connection."""
+    g.login = {"connection": connection_id, "started": time.perf_counter()}
+
+
+def check_next(value: str | None) -> str:
+    """The absolute LMS URL for a requested deep link (the open-redirect guard)."""
+    lms = services().settings.lms
+    return safe_next(value, lms.base_url, lms.allowed_hosts)
+
+
+def finish_login(verified: Verified, requested_next: str | None) -> Response:
+    """Provision the person, start a bridge session and send them into the LMS."""
+    svc = services()
+    identity = verified.identity
+    g.login["subject"] = identity.subject
+    # A deep link signed by the upstream wins over one from the unsigned form field;
+    # both pass the same allow-list before anything is provisioned.
+    target = check_next(verified.next or requested_next)
+    provisioned = svc.provisioner.provision(identity)
+    g.login["user_id"] = provisioned.user_id
+    previous = current_session()
+    if previous is not None:
+        svc.sessions.end(previous.sid)
+    session = svc.sessions.create(provisioned.user_id, provisioned.public_id,
+                                  identity.connection, identity.subject)
+    svc.audit.record(AuditRecord(
+        event="login",
+        outcome=SUCCESS,
+        reason="created" if provisioned.created else "updated" if provisioned.changed
+        else "unchanged",
+        correlation_id=correlation_id(),
+        connection=identity.connection,
+        subject=identity.subject,
+        user_id=provisioned.user_id,
+        remote_addr=request.remote_addr,
+        detail={"changed": list(provisioned.changed)},
+    ))
+    metrics.LOGINS.labels(identity.connection, SUCCESS).inc()
+    metrics.LOGIN_SECONDS.labels(identity.connection).observe(
+        time.perf_counter() - g.login["started"]
+    )
+    # 303: the browser follows with a GET, never re-posting the token.
+    response = redirect(handoff_url(svc.settings, target), 303)
+    set_session_cookie(response, session.sid)
+    return response
+
+
+def set_session_cookie(response: Response, sid: str) -> None:
+    settings = services().settings
+    # SameSite=Lax: the LMS's authorization request reaches the bridge as a top-level GET
+    # navigation from another site, which Lax allows; cross-site POSTs and subresource
+    # requests never carry the session. No cross-site POST needs this cookie.
+    response.set_cookie(
+        settings.session.cookie_name,
+        sid,
+        max_age=settings.session.lifetime,
+        secure=settings.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+        path="/",
+    )
+
+
+def clear_session_cookie(response: Response) -> None:
+    settings = services().settings
+    response.delete_cookie(settings.session.cookie_name, path="/",
+                           secure=settings.secure_cookies, httponly=True, samesite="Lax")

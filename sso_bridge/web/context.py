@@ -1,0 +1,29 @@
+"""Helpers the routes share: the process's services, absolute URLs, the current session."""
+
+from __future__ import annotations
+
+from flask import current_app, g, request
+
+from ..services import Services
+from ..sessions import BridgeSession
+
+
+def services() -> Services:
+    return current_app.extensions["sso_bridge"]  # type: ignore[no-any-return]
+
+
+def absolute_url(path: str) -> str:
+    """An absolute URL on the bridge, from the configured base URL, never the Host header."""
+    return services().settings.base_url + path
+
+
+def current_session() -> BridgeSession | None:
+    """The bridge session of this browser, if any (looked up once per request)."""
+    if "bridge_session" not in g:
+        cookie = request.cookies.get(services().settings.session.cookie_name)
+        g.bridge_session = services().sessions.get(cookie)
+    return g.bridge_session  # type: ignore[no-any-return]
+
+
+def correlation_id() -> str:
+    return g.get("correlation_id", "-")  # type: ignore[no-any-return]

@@ -1,0 +1,82 @@
+"""One error handler, one template: a plain-words page with a correlation id.
+
+Every refusal of a login is also audited with its reason code and counted in
+the metrics. The browser never sees ``str(exc)``; the detail goes to the audit
+log, where the admin can find it by the id on the page.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask, g, render_template, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from .. import metrics
+from ..audit import FAILURE, AuditRecord
+from ..errors import BridgeError, RequestTooLarge
+from ..logs import get_logger
+from .context import correlation_id, services
+
+log = get_logger("sso_bridge.web")
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(BridgeError, _bridge_error)
+    app.register_error_handler(RequestEntityTooLarge, _too_large)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def _bridge_error(exc: BridgeError) -> tuple[str, int]:
+    login = g.get("login")
+    log.warning("refused", reason=exc.code, detail=exc.detail, status=exc.status)
+    if login is not None:
+        _audit_refusal(login, exc)
+        metrics.LOGINS.labels(login["connection"], exc.code).inc()
+    return _page(exc.status, exc.public_message, exc.code), exc.status
+
+
+def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
+    return _bridge_error(RequestTooLarge("request body over the limit"))
+
+
+def _http_error(exc: HTTPException) -> Any:
+    if exc.code is None or exc.code < 400:
+        return exc
+    return _page(exc.code, exc.description or exc.name, exc.name.lower().replace(" ", "_")), exc.code
+
+
+def _unexpected(exc: Exception) -> tuple[str, int]:
+    log.exception("unexpected_error")
+    error = BridgeError(f"unexpected {type(exc).__name__}")
+    login = g.get("login")
+    if login is not None:
+        _audit_refusal(login, error)
+        metrics.LOGINS.labels(login["connection"], error.code).inc()
+    message = "Something went wrong on our side. Please try again; if it keeps happening, " \
+              "tell your IT team and quote the reference below."
+    return _page(500, message, "internal_error"), 500
+
+
+def _audit_refusal(login: dict[str, Any], exc: BridgeError) -> None:
+    detail = {"message": exc.detail, **{k: v for k, v in exc.context.items() if k != "user_id"}}
+    try:
+        services().audit.record(AuditRecord(
+            event="login",
+            outcome=FAILURE,
+            reason=exc.code,
+            correlation_id=correlation_id(),
+            connection=login["connection"],
+            subject=login.get("subject"),
+            user_id=exc.context.get("user_id") or login.get("user_id"),
+            remote_addr=request.remote_addr,
+            detail=detail,
+        ))
+    except Exception:  # noqa: BLE001 - the person must still get the page, and the log has it
+        log.exception("audit_write_failed", reason=exc.code)
+
+
+def _page(status: int, message: str, code: str) -> str:
+    return render_template("error.html", status=status, message=message, code=code,
+                           correlation_id=correlation_id())
