@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages that the test suite needs, and only the missing ones.
+#
+# Idempotent: when everything is present it exits 0 at once, without calling apt.
+# Needs root for an install: it uses sudo when run as another user, and otherwise
+# prints the command to run and exits 1.
+set -euo pipefail
+
+PYTHON="${PYTHON:-python3}"
+
+has_deb() {
+    dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q '^ii'
+}
+
+missing=()
+
+# The tests start their own redis-server and PostgreSQL cluster (tests/services.py).
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
+
+# Debian's python3 leaves ensurepip out; without it `python3 -m venv` fails.
+"$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+
+# Any node will do: a developer may have one from elsewhere.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+
+# The SAML flow tests will run a real IdP (SimpleSAMLphp) under php's built-in server.
+for pkg in php-cli php-xml php-mbstring simplesamlphp; do
+    has_deb "$pkg" || missing+=("$pkg")
+done
+
+if ((${#missing[@]} == 0)); then
+    exit 0
+fi
+
+install_cmd=(apt-get -o Acquire::Retries=3 install -y --no-install-recommends "${missing[@]}")
+
+if ! command -v apt-get >/dev/null 2>&1; then
+    echo "install-system-deps: no apt-get here; install these by hand: ${missing[*]}" >&2
+    exit 1
+fi
+
+if ((EUID == 0)); then
+    as_root=()
+elif command -v sudo >/dev/null 2>&1; then
+    as_root=(sudo)
+else
+    echo "install-system-deps: missing ${missing[*]}; as root, run:" >&2
+    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive ${install_cmd[*]}" >&2
+    exit 1
+fi
+
+echo "install-system-deps: installing ${missing[*]}"
+
+# The packages' postinst scripts would start system-wide redis, PostgreSQL and
+# apache2 services. The tests never use them (they start their own servers on free
+# ports), so, unless the machine already has a policy, forbid service starts for the
+# duration of the install. A failed start is harmless either way.
+policy=/usr/sbin/policy-rc.d
+if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' | "${as_root[@]}" tee "$policy" >/dev/null
+    "${as_root[@]}" chmod 0755 "$policy"
+    trap '"${as_root[@]}" rm -f "$policy"' EXIT
+fi
+
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 update
+"${as_root[@]}" env DEBIAN_FRONTEND=noninteractive "${install_cmd[@]}"
