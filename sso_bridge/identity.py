@@ -43,9 +43,11 @@ class Identity:
     active: bool = True
 
     def profile(self) -> dict[str, Any]:
-        """The fields provisioning copies onto the user."""
+        """The fields provisioning copies onto the user (groups as a list, as stored)."""
         skip = {"connection", "subject", "active"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        profile = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        profile["groups"] = list(self.groups)
+        return profile
 
 
 def map_identity(

@@ -68,7 +68,7 @@ class Provisioner:
                     raise AccountBlocked(
                         f"employment_status {identity.employment_status!r} is not active"
                     )
-                user = User(**identity.profile(), groups=list(identity.groups))
+                user = User(**identity.profile())
                 session.add(user)
                 session.flush()
                 link = IdentityLink(connection=identity.connection, subject=identity.subject,
@@ -107,8 +107,6 @@ def _apply(user: User, identity: Identity) -> tuple[str, ...]:
     """Copy changed profile fields onto ``user``; return the names of those that changed."""
     changed = []
     for name, value in identity.profile().items():
-        if name == "groups":
-            value = list(value)
         if getattr(user, name) != value:
             setattr(user, name, value)
             changed.append(name)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from typing import Protocol
@@ -186,10 +185,7 @@ class RedisStore:
     def lock(self, key: str, ttl: int, wait: float) -> Iterator[None]:
         # A token-guarded lock (redis-py's Lock): only the holder can release it, and the
         # TTL frees it if the holder dies mid-provisioning.
-        lock = self._redis.lock(
-            self._prefix + "lock:" + key, timeout=ttl, blocking_timeout=wait,
-            token=uuid.uuid4().hex,
-        )
+        lock = self._redis.lock(self._prefix + "lock:" + key, timeout=ttl, blocking_timeout=wait)
         with self._guard():
             acquired = lock.acquire()
         if not acquired:

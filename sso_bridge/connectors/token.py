@@ -95,8 +95,10 @@ class TokenConnector:
         """
         if len(token) > self._max_bytes:
             raise errors.TokenTooLarge(f"token has {len(token)} bytes, limit {self._max_bytes}")
-        header, payload = _split(token)
+        header, payload, signature = _split(token)
         key = self._key_for(header)
+        if not signature:
+            raise errors.BadSignature("the signature is empty")
         try:
             with warnings.catch_warnings():
                 # joserfc warns that RFC 9864 deprecates the name "EdDSA"; it is still the
@@ -183,14 +185,12 @@ class TokenConnector:
             raise errors.ReplayedToken("this jti was already used")
 
 
-def _split(token: str) -> tuple[dict[str, Any], bytes]:
+def _split(token: str) -> tuple[dict[str, Any], bytes, str]:
     parts = token.split(".")
     if len(parts) != 3 or not all(SEGMENT.match(part) for part in parts):
         raise errors.MalformedToken("not a compact JWS (three base64url segments)")
-    if not parts[2]:
-        raise errors.BadSignature("the signature is empty")
     header = _json_object(parts[0], "header")
-    return header, _b64(parts[1], "payload")
+    return header, _b64(parts[1], "payload"), parts[2]
 
 
 def _claims(payload: bytes) -> dict[str, Any]:

@@ -1,0 +1,411 @@
+"""Every way to forge, bend or reuse a handoff token, each refused with its reason code.
+
+The connector-level tests pin the reason; the web-level ones check what the
+person and the admin get: the refusal page, an audit event, no account, no session.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import func, select
+
+from sso_bridge import errors
+from sso_bridge.connectors.token import TokenConnector
+from sso_bridge.models import AuditEvent, User
+from sso_bridge.settings import Settings
+from sso_bridge.state import MemoryStore, RedisStore
+
+from .conftest import BASE_URL, Minter
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_token(header: dict[str, Any], payload: dict[str, Any],
+              sign: Callable[[bytes], bytes] | None = None) -> str:
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
+    signature = sign(signing_input.encode()) if sign else b""
+    return f"{signing_input}.{b64(signature)}"
+
+
+def claims(**overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    data = {"iss": "acme-portal", "aud": f"{BASE_URL}/token/acme", "sub": "E1001",
+            "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex}
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def connector(settings: Settings) -> TokenConnector:
+    return TokenConnector("acme", settings.connections["acme"], BASE_URL, MemoryStore(),
+                          settings.limits.max_token_bytes)
+
+
+def refused(connector: TokenConnector, token: str) -> str:
+    with pytest.raises(errors.BridgeError) as info:
+        connector.verify(token)
+    return info.value.code
+
+
+def split(token: str) -> list[str]:
+    return token.split(".")
+
+
+# -- algorithms ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alg", ["none", "None", "NONE", "nOnE"])
+def test_alg_none_in_any_case_is_refused(connector: TokenConnector, alg: str) -> None:
+    token = raw_token({"alg": alg, "typ": "handoff+jwt", "kid": "ed-1"}, claims())
+    assert refused(connector, token) == "token_alg_forbidden"
+
+
+def test_alg_outside_the_connections_allow_list(settings: Settings, mint: Minter) -> None:
+    globex = TokenConnector("globex", settings.connections["globex"], BASE_URL, MemoryStore(),
+                            8192)
+    token = mint(key="hs", connection="globex")
+    assert refused(globex, token) == "token_alg_forbidden"
+
+
+@pytest.mark.parametrize("alg", ["HS384", "RS512", "PS256", "ES512", "EdDSA25519"])
+def test_unlisted_algorithms_are_refused(connector: TokenConnector, alg: str) -> None:
+    token = raw_token({"alg": alg, "typ": "handoff+jwt", "kid": "ed-1"}, claims(),
+                      lambda _: b"x" * 64)
+    assert refused(connector, token) == "token_alg_forbidden"
+
+
+def test_hs256_signed_with_the_public_key_as_secret(connector: TokenConnector, keys: Any) -> None:
+    # The classic key-confusion attack: the RSA public key is public, so if the verifier
+    # let the token pick HS256 it would accept an HMAC made with it.
+    public_pem = keys.public["rsa"].read_bytes()
+    for kid in ("rsa-1", "ed-1", "ec-1"):
+        token = raw_token({"alg": "HS256", "typ": "handoff+jwt", "kid": kid}, claims(),
+                          lambda data: hmac.new(public_pem, data, hashlib.sha256).digest())
+        assert refused(connector, token) == "token_alg_key_mismatch"
+
+
+def test_alg_switched_between_asymmetric_keys(connector: TokenConnector, mint: Minter) -> None:
+    token = mint(key="ec", kid="ed-1")
+    assert refused(connector, token) == "token_alg_key_mismatch"
+
+
+# -- signatures ------------------------------------------------------------------------
+
+
+def test_empty_signature(connector: TokenConnector, mint: Minter) -> None:
+    header, payload, _ = split(mint())
+    assert refused(connector, f"{header}.{payload}.") == "token_signature_invalid"
+
+
+@pytest.mark.parametrize("key", ["ed", "ec", "rsa", "hs"])
+def test_truncated_signature(connector: TokenConnector, mint: Minter, key: str) -> None:
+    header, payload, signature = split(mint(key=key))
+    assert refused(connector, f"{header}.{payload}.{signature[:-8]}") == "token_signature_invalid"
+
+
+@pytest.mark.parametrize("key", ["ed", "ec", "rsa", "hs"])
+def test_tampered_payload(connector: TokenConnector, mint: Minter, key: str) -> None:
+    header, _, signature = split(mint(key=key))
+    forged = b64(json.dumps(claims(sub="E0001-ceo")).encode())
+    assert refused(connector, f"{header}.{forged}.{signature}") == "token_signature_invalid"
+
+
+def test_signed_by_another_key_under_a_known_kid(connector: TokenConnector, mint: Minter) -> None:
+    token = mint(key="other-ed", kid="ed-1")
+    assert refused(connector, token) == "token_signature_invalid"
+
+
+# -- header parameters that try to choose the key -----------------------------------------
+
+
+def _attacker_signed(header: dict[str, Any]) -> str:
+    attacker = ed25519.Ed25519PrivateKey.generate()
+    return raw_token(header, claims(), attacker.sign)
+
+
+def test_embedded_jwk_is_refused(connector: TokenConnector) -> None:
+    attacker = ed25519.Ed25519PrivateKey.generate()
+    from joserfc.jwk import OKPKey
+
+    jwk = OKPKey.import_key(attacker.public_key()).as_dict()
+    token = raw_token({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-1", "jwk": jwk},
+                      claims(), attacker.sign)
+    assert refused(connector, token) == "token_header_forbidden"
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    hits: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        _Recorder.hits.append(self.path)
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"keys": []}')
+
+    def log_message(self, *args: Any) -> None:
+        return None
+
+
+@pytest.mark.parametrize("param", ["jku", "x5u"])
+def test_key_urls_are_refused_and_never_fetched(connector: TokenConnector, param: str) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Recorder.hits.clear()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/keys.json"
+        token = _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-1", param: url})
+        assert refused(connector, token) == "token_header_forbidden"
+        assert _Recorder.hits == []
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.parametrize("param", ["x5c", "crit", "b64"])
+def test_other_processing_headers_are_refused(connector: TokenConnector, param: str) -> None:
+    token = _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-1", param: ["x"]})
+    assert refused(connector, token) == "token_header_forbidden"
+
+
+@pytest.mark.parametrize("kid", [
+    "../../../../etc/passwd", "..\\..\\keys\\ed-1", "/dev/null", "ed-1' OR '1'='1",
+    "ed-1\"; DROP TABLE users; --", "ed-1\x00", "ed 1", "", "a" * 129, "${jndi:ldap://x/a}",
+])
+def test_kid_traversal_and_injection_strings(connector: TokenConnector, kid: str) -> None:
+    token = _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid})
+    assert refused(connector, token) == "token_kid_invalid"
+
+
+@pytest.mark.parametrize("kid", [7, None, ["ed-1"], {"k": "ed-1"}])
+def test_kid_of_the_wrong_type(connector: TokenConnector, kid: Any) -> None:
+    header: dict[str, Any] = {"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid}
+    expected = "token_kid_missing" if kid is None else "token_kid_invalid"
+    assert refused(connector, _attacker_signed(header)) == expected
+
+
+def test_missing_and_unknown_kid(connector: TokenConnector) -> None:
+    assert refused(connector, _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt"})) \
+        == "token_kid_missing"
+    assert refused(connector, _attacker_signed(
+        {"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-2"})) == "token_kid_unknown"
+
+
+@pytest.mark.parametrize("typ", [None, "JWT", "jwt", "at+jwt", "handoff+jwt2", 1])
+def test_wrong_or_missing_typ(connector: TokenConnector, typ: Any) -> None:
+    header: dict[str, Any] = {"alg": "EdDSA", "kid": "ed-1"}
+    if typ is not None:
+        header["typ"] = typ
+    assert refused(connector, _attacker_signed(header)) == "token_typ_invalid"
+
+
+def test_typ_accepts_the_registered_spellings(connector: TokenConnector, keys: Any) -> None:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    private = load_pem_private_key(keys.private["ed"].read_bytes(), None)
+    for typ in ("handoff+jwt", "application/handoff+jwt", "Handoff+JWT"):
+        token = raw_token({"alg": "EdDSA", "typ": typ, "kid": "ed-1"}, claims(), private.sign)
+        assert connector.verify(token)["sub"] == "E1001"
+
+
+# -- time ------------------------------------------------------------------------------
+
+
+def test_expired_and_the_leeway_boundary(connector: TokenConnector, mint: Minter) -> None:
+    now = int(time.time())
+    # leeway is 30 s: 20 s after exp is still accepted, 40 s after is not.
+    assert connector.verify(mint(iat=now - 80, exp=now - 20))["sub"] == "E1001"
+    assert refused(connector, mint(iat=now - 100, exp=now - 40)) == "token_expired"
+
+
+def test_not_yet_valid(connector: TokenConnector, mint: Minter) -> None:
+    now = int(time.time())
+    assert refused(connector, mint(iat=now + 100, exp=now + 150)) == "token_not_yet_valid"
+    assert refused(connector, mint(nbf=now + 100)) == "token_not_yet_valid"
+    assert connector.verify(mint(iat=now + 20, exp=now + 80))["sub"] == "E1001"
+
+
+def test_lifetime_over_the_cap(connector: TokenConnector, mint: Minter) -> None:
+    now = int(time.time())
+    assert refused(connector, mint(iat=now, exp=now + 121)) == "token_lifetime_exceeded"
+    assert connector.verify(mint(iat=now, exp=now + 120))["sub"] == "E1001"
+
+
+def test_exp_before_iat(connector: TokenConnector, mint: Minter) -> None:
+    now = int(time.time())
+    assert refused(connector, mint(iat=now, exp=now - 1)) == "token_claim_invalid"
+
+
+@pytest.mark.parametrize("name", ["exp", "iat", "jti", "sub", "iss", "aud"])
+def test_missing_required_claim(connector: TokenConnector, mint: Minter, name: str) -> None:
+    with pytest.raises(errors.MissingClaim) as info:
+        connector.verify(mint(drop=(name,)))
+    assert info.value.context["claim"] == name
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("exp", "tomorrow"), ("iat", True), ("sub", ""), ("sub", 1001), ("jti", ""),
+    ("jti", "x" * 257), ("iss", ["acme-portal"]),
+])
+def test_claims_of_the_wrong_type(connector: TokenConnector, mint: Minter, name: str,
+                                  value: Any) -> None:
+    assert refused(connector, mint(**{name: value})) == "token_claim_invalid"
+
+
+# -- who the token is for ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("aud", [
+    f"{BASE_URL}/token/globex", f"{BASE_URL}/token/acme/", f"{BASE_URL}/token/acm",
+    f"{BASE_URL}/token/acme?x=1", "acme", BASE_URL, [f"{BASE_URL}/token/acme", "other"], [],
+])
+def test_wrong_audience(connector: TokenConnector, mint: Minter, aud: Any) -> None:
+    assert refused(connector, mint(aud=aud)) == "token_audience_mismatch"
+
+
+def test_audience_as_a_one_element_list_is_accepted(connector: TokenConnector,
+                                                    mint: Minter) -> None:
+    assert connector.verify(mint(aud=[f"{BASE_URL}/token/acme"]))["sub"] == "E1001"
+
+
+@pytest.mark.parametrize("iss", ["globex-portal", "acme-portal ", "ACME-PORTAL", "acme"])
+def test_wrong_issuer(connector: TokenConnector, mint: Minter, iss: str) -> None:
+    assert refused(connector, mint(iss=iss)) == "token_issuer_mismatch"
+
+
+def test_token_for_connection_a_posted_to_b(settings: Settings, mint: Minter) -> None:
+    globex = TokenConnector("globex", settings.connections["globex"], BASE_URL, MemoryStore(),
+                            8192)
+    # Same key, same issuer claim as globex expects: only the audience gives it away.
+    token = mint(iss="globex-portal", aud=f"{BASE_URL}/token/acme")
+    assert refused(globex, token) == "token_audience_mismatch"
+
+
+# -- shape and size --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("token", [
+    "", "abc", "a.b", "a.b.c.d", "not base64!.e30.sig", "e30.e30.sig", "W10.e30.c2ln",
+])
+def test_malformed_tokens(connector: TokenConnector, token: str) -> None:
+    assert refused(connector, token) == "token_malformed"
+
+
+def test_header_without_alg_is_malformed(connector: TokenConnector) -> None:
+    assert refused(connector, f"{b64(b'{}')}.{b64(b'{}')}.c2ln") == "token_malformed"
+
+
+def test_duplicate_header_members(connector: TokenConnector, mint: Minter) -> None:
+    _, payload, signature = split(mint())
+    header = b64(b'{"alg":"EdDSA","typ":"handoff+jwt","kid":"ed-1","alg":"none"}')
+    assert refused(connector, f"{header}.{payload}.{signature}") == "token_malformed"
+
+
+def test_oversized_token(connector: TokenConnector, mint: Minter) -> None:
+    token = mint(padding="x" * 9000)
+    assert refused(connector, token) == "token_too_large"
+
+
+# -- replay ------------------------------------------------------------------------------
+
+
+def test_replay_is_refused(connector: TokenConnector, mint: Minter) -> None:
+    token = mint()
+    assert connector.verify(token)["sub"] == "E1001"
+    assert refused(connector, token) == "token_replayed"
+
+
+def test_a_refused_token_does_not_burn_its_jti(connector: TokenConnector, mint: Minter) -> None:
+    jti = uuid.uuid4().hex
+    assert refused(connector, mint(jti=jti, aud="elsewhere")) == "token_audience_mismatch"
+    assert connector.verify(mint(jti=jti))["jti"] == jti
+
+
+def test_replay_across_instances_on_one_redis(settings: Settings, mint: Minter,
+                                              redis_server: Any) -> None:
+    prefix = f"replay-{uuid.uuid4().hex}:"
+    first, second = (
+        TokenConnector("acme", settings.connections["acme"], BASE_URL,
+                       RedisStore(redis_server.url, prefix=prefix), 8192)
+        for _ in range(2)
+    )
+    token = mint()
+    assert first.verify(token)["sub"] == "E1001"
+    assert refused(second, token) == "token_replayed"
+
+
+# -- through the web layer ---------------------------------------------------------------
+
+
+def _counts(app: Any) -> tuple[int, list[str]]:
+    with app.extensions["sso_bridge"].db.session() as session:
+        users = session.scalar(select(func.count()).select_from(User)) or 0
+        reasons = list(session.scalars(select(AuditEvent.reason).order_by(AuditEvent.id)))
+    return users, reasons
+
+
+@pytest.mark.parametrize(("tamper", "reason"), [
+    (lambda t: t.rsplit(".", 1)[0] + ".", "token_signature_invalid"),
+    (lambda t: raw_token({"alg": "none", "typ": "handoff+jwt", "kid": "ed-1"}, claims()),
+     "token_alg_forbidden"),
+    (lambda t: "x" * 9000, "token_too_large"),
+])
+def test_refusal_page_audit_and_nothing_provisioned(app: Any, client: Any, mint: Minter,
+                                                    tamper: Callable[[str], str],
+                                                    reason: str) -> None:
+    response = client.post("/token/acme", data={"token": tamper(mint())})
+    assert 400 <= response.status_code < 500
+    page = response.get_data(as_text=True)
+    assert reason in page
+    correlation = response.headers["X-Correlation-ID"]
+    assert correlation in page
+    assert "set-cookie" not in {k.lower() for k in response.headers}
+    users, reasons = _counts(app)
+    assert users == 0
+    assert reasons == [reason]
+
+
+def test_replay_through_a_second_app_on_the_same_redis(make_settings: Callable[..., Settings],
+                                                       mint: Minter, redis_server: Any) -> None:
+    from .conftest import build_app
+
+    redis_server.flush()
+    settings = make_settings(store={"url": redis_server.url})
+    first, second = build_app(settings), build_app(settings)
+    token = mint()
+    assert first.test_client().post("/token/acme", data={"token": token}).status_code == 303
+    response = second.test_client().post("/token/acme", data={"token": token})
+    assert response.status_code == 400
+    assert "token_replayed" in response.get_data(as_text=True)
+    assert _counts(second)[1][-1] == "token_replayed"
+
+
+def test_get_is_refused_unless_enabled(client: Any, mint: Minter) -> None:
+    response = client.get("/token/acme", query_string={"token": mint()})
+    assert response.status_code == 405
+    assert "method_not_allowed" in response.get_data(as_text=True)
+
+
+def test_unknown_connection(client: Any, mint: Minter) -> None:
+    response = client.post("/token/nope", data={"token": mint()})
+    assert response.status_code == 404
+    assert "unknown_connection" in response.get_data(as_text=True)
+
+
+def test_request_body_over_the_limit(client: Any) -> None:
+    response = client.post("/token/acme", data={"token": "x" * 70_000})
+    assert response.status_code == 413
+    assert "request_too_large" in response.get_data(as_text=True)
