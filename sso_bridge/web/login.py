@@ -19,6 +19,12 @@ def _start_url(connection_id: str) -> str | None:
     return connection.portal_url
 
 
+@bp.get("/")
+def root() -> Response:
+    """The bridge has no home page of its own: a visitor wants to sign in."""
+    return redirect("/login", 303)
+
+
 @bp.get("/login")
 def login() -> Response | str:
     target = check_next(request.args.get("next"))
