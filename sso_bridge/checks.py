@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from .connectors.token_keys import TokenKeyring
@@ -21,7 +22,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             results.append({"check": name, "ok": True})
         except BridgeError as exc:
             results.append({"check": name, "ok": False, "problem": f"{exc.code}: {exc.detail}"})
-        except Exception as exc:  # noqa: BLE001 - report every failure, then go on
+        except Exception as exc:
             results.append({"check": name, "ok": False, "problem": str(exc) or type(exc).__name__})
 
     def database() -> None:
@@ -36,7 +37,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
         open_store(url, settings.store.key_prefix, settings.store.timeout).ping()
 
     def provider_keys() -> None:
-        from .provider import ProviderKeys
+        from .provider_keys import ProviderKeys
 
         ProviderKeys(settings.provider.signing_key_files)
 
@@ -45,6 +46,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     attempt("provider signing keys", provider_keys)
     for cid, connection in settings.connections.items():
         if connection.type == "token":
-            attempt(f"connection {cid}: keys",
-                    lambda c=connection, i=cid: TokenKeyring(i, c, MemoryStore()))
+            attempt(
+                f"connection {cid}: keys", partial(TokenKeyring, cid, connection, MemoryStore())
+            )
     return results

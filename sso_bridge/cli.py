@@ -33,8 +33,13 @@ def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 
 
 @click.group()
-@click.option("--config", "config", type=click.Path(dir_okay=False), default=None,
-              help="TOML configuration file (default: $SSO_BRIDGE_CONFIG).")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="TOML configuration file (default: $SSO_BRIDGE_CONFIG).",
+)
 @click.pass_context
 def main(ctx: click.Context, config: str | None) -> None:
     """sso-bridge: single sign-on from an HR/ERP portal into a learning platform."""
@@ -88,10 +93,15 @@ def check(ctx: click.Context, as_json: bool) -> None:
         results = [{"check": "configuration", "ok": False, "problem": p} for p in exc.problems]
     else:
         results = run_checks(settings)
-    _emit(results, as_json, lambda rows: "\n".join(
-        f"{'ok  ' if r['ok'] else 'FAIL'} {r['check']}" + ("" if r["ok"] else f": {r['problem']}")
-        for r in rows
-    ))
+    _emit(
+        results,
+        as_json,
+        lambda rows: "\n".join(
+            f"{'ok  ' if r['ok'] else 'FAIL'} {r['check']}"
+            + ("" if r["ok"] else f": {r['problem']}")
+            for r in rows
+        ),
+    )
     ctx.exit(0 if all(r["ok"] for r in results) else 1)
 
 
@@ -105,10 +115,15 @@ def certs() -> None:
 
 @certs.command("generate")
 @click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--type", "kind", type=click.Choice(["rsa", "ec", "ed25519"]), default="rsa",
-              show_default=True)
-@click.option("--public-out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the public key here (PEM).")
+@click.option(
+    "--type", "kind", type=click.Choice(["rsa", "ec", "ed25519"]), default="rsa", show_default=True
+)
+@click.option(
+    "--public-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the public key here (PEM).",
+)
 def certs_generate(out: Path, kind: str, public_out: Path | None) -> None:
     """Write a new private key to OUT (mode 0600); refuses to overwrite."""
     from .keyfiles import generate_private_key, write_private_key, write_public_key
@@ -138,12 +153,22 @@ def connections_list(ctx: click.Context, as_json: bool) -> None:
     """List configured connections and their endpoints."""
     settings = _settings(ctx)
     rows = [
-        {"id": cid, "type": c.type, "name": c.display_name or cid,
-         "endpoint": f"{settings.base_url}/token/{cid}"}
+        {
+            "id": cid,
+            "type": c.type,
+            "name": c.display_name or cid,
+            "endpoint": f"{settings.base_url}/token/{cid}",
+        }
         for cid, c in settings.connections.items()
     ]
-    _emit(rows, as_json, lambda rs: "\n".join(
-        f"{r['id']:<24} {r['type']:<6} {r['endpoint']}" for r in rs) or "no connections")
+    _emit(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(f"{r['id']:<24} {r['type']:<6} {r['endpoint']}" for r in rs)
+            or "no connections"
+        ),
+    )
 
 
 # -- token -----------------------------------------------------------------------------------
@@ -156,17 +181,35 @@ def token() -> None:
 
 @token.command("mint")
 @click.option("--connection", "connection_id", required=True, help="Connection id.")
-@click.option("--key", "key_file", required=True, type=click.Path(exists=True, path_type=Path),
-              help="PEM private key (Ed25519, EC P-256, RSA) or a file with an HS256 secret.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="PEM private key (Ed25519, EC P-256, RSA) or a file with an HS256 secret.",
+)
 @click.option("--kid", required=True)
 @click.option("--sub", required=True, help="The employee's stable id.")
-@click.option("--claim", "claims", multiple=True, metavar="NAME=VALUE",
-              help="A profile claim; repeat. `groups` takes a comma-separated list.")
+@click.option(
+    "--claim",
+    "claims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="A profile claim; repeat. `groups` takes a comma-separated list.",
+)
 @click.option("--next", "next_path", default=None, help="Deep link, e.g. /courses/safety-101.")
 @click.option("--lifetime", default=60, show_default=True, type=int)
 @click.pass_context
-def token_mint(ctx: click.Context, connection_id: str, key_file: Path, kid: str, sub: str,
-               claims: tuple[str, ...], next_path: str | None, lifetime: int) -> None:
+def token_mint(
+    ctx: click.Context,
+    connection_id: str,
+    key_file: Path,
+    kid: str,
+    sub: str,
+    claims: tuple[str, ...],
+    next_path: str | None,
+    lifetime: int,
+) -> None:
     """Print a handoff token for CONNECTION, signed with KEY, as the portal would mint it."""
     from .keyfiles import mint_handoff_token
 
@@ -198,8 +241,9 @@ def token_mint(ctx: click.Context, connection_id: str, key_file: Path, kid: str,
 @click.argument("token_value", metavar="TOKEN", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def token_verify(ctx: click.Context, connection_id: str, token_value: str | None,
-                 as_json: bool) -> None:
+def token_verify(
+    ctx: click.Context, connection_id: str, token_value: str | None, as_json: bool
+) -> None:
     """Check TOKEN (or standard input) exactly as POST /token/<id> would, without using it up.
 
     Every check runs, with the connection's keys; only the replay check uses a
@@ -214,8 +258,9 @@ def token_verify(ctx: click.Context, connection_id: str, token_value: str | None
     if connection is None or connection.type != "token":
         raise click.ClickException(f"no token connection {connection_id!r} in the configuration")
     value = (token_value or sys.stdin.read()).strip()
-    connector = TokenConnector(connection_id, connection, settings.base_url, MemoryStore(),
-                               settings.limits.max_token_bytes)
+    connector = TokenConnector(
+        connection_id, connection, settings.base_url, MemoryStore(), settings.limits.max_token_bytes
+    )
     try:
         verified = connector.complete({"token": value})
     except BridgeError as exc:
@@ -223,10 +268,18 @@ def token_verify(ctx: click.Context, connection_id: str, token_value: str | None
         _emit(result, as_json, lambda r: f"INVALID {r['reason']}: {r['detail']}")
         ctx.exit(1)
     identity = verified.identity
-    result = {"valid": True, "subject": identity.subject, "identity": identity.profile(),
-              "active": identity.active, "next": verified.next}
-    _emit(result, as_json, lambda r: f"VALID for subject {r['subject']}\n"
-          + json.dumps(r["identity"], indent=2))
+    result = {
+        "valid": True,
+        "subject": identity.subject,
+        "identity": identity.profile(),
+        "active": identity.active,
+        "next": verified.next,
+    }
+    _emit(
+        result,
+        as_json,
+        lambda r: f"VALID for subject {r['subject']}\n" + json.dumps(r["identity"], indent=2),
+    )
 
 
 # -- users and audit -------------------------------------------------------------------------
@@ -246,10 +299,18 @@ def users_list(ctx: click.Context, as_json: bool, limit: int) -> None:
     from .admin_queries import list_users
 
     rows = list_users(_settings(ctx), limit)
-    _emit(rows, as_json, lambda rs: "\n".join(
-        f"{r['id']:>6} {r['email'] or '-':<32} {r['display_name'] or '-':<28} "
-        f"{'BLOCKED' if r['blocked'] else r['employment_status'] or 'active'}"
-        for r in rs) or "no users")
+    _emit(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(
+                f"{r['id']:>6} {r['email'] or '-':<32} {r['display_name'] or '-':<28} "
+                f"{'BLOCKED' if r['blocked'] else r['employment_status'] or 'active'}"
+                for r in rs
+            )
+            or "no users"
+        ),
+    )
 
 
 @users.command("show")
@@ -281,9 +342,18 @@ def audit_tail(ctx: click.Context, limit: int, as_json: bool) -> None:
 
     with open_services(_settings(ctx)) as svc:
         rows = svc.audit.tail(limit)
-    _emit(rows, as_json, lambda rs: "\n".join(
-        f"{r['at']} {r['correlation_id']} {r['event']:<8} {r['outcome']:<8} {r['reason']:<24} "
-        f"{r['connection'] or '-'} {r['subject'] or '-'}" for r in rs) or "no events")
+    _emit(
+        rows,
+        as_json,
+        lambda rs: (
+            "\n".join(
+                f"{r['at']} {r['correlation_id']} {r['event']:<8} {r['outcome']:<8} {r['reason']:<24} "
+                f"{r['connection'] or '-'} {r['subject'] or '-'}"
+                for r in rs
+            )
+            or "no events"
+        ),
+    )
 
 
 # -- db --------------------------------------------------------------------------------------

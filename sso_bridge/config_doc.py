@@ -32,8 +32,13 @@ def render() -> str:
     for model in CONNECTION_TYPES:
         kind = model.model_fields["type"].annotation
         name = get_args(kind)[0]
-        lines += ["", f"### `connections.<id>` with `type = \"{name}\"`", "",
-                  (model.__doc__ or "").strip(), ""]
+        lines += [
+            "",
+            f'### `connections.<id>` with `type = "{name}"`',
+            "",
+            (model.__doc__ or "").strip(),
+            "",
+        ]
         _rows(lines, model, "connections.<id>.")
     lines += ["", END]
     return "\n".join(lines) + "\n"
@@ -97,8 +102,14 @@ def _type(annotation: Any) -> str:
         value_type = get_args(annotation)[1]
         return "table of strings" if value_type is str else "table per id (below)"
     text = typing._type_repr(annotation) if hasattr(typing, "_type_repr") else str(annotation)
-    for noise in ("typing.", "pathlib.", "pydantic.types.", "sso_bridge.settings.",
-                  "Annotated[", "pathlib._local."):
+    for noise in (
+        "typing.",
+        "pathlib.",
+        "pydantic.types.",
+        "sso_bridge.settings.",
+        "Annotated[",
+        "pathlib._local.",
+    ):
         text = text.replace(noise, "")
     if annotation is SecretStr or "SecretStr" in text:
         text = text.replace("SecretStr", "secret string")

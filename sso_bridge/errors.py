@@ -207,14 +207,10 @@ class ProvisioningBusy(BridgeError):
 class StoreUnavailable(BridgeError):
     code = "store_unavailable"
     status = 503
-    public_message = (
-        "Sign-in is temporarily unavailable. Please try again in a few minutes."
-    )
+    public_message = "Sign-in is temporarily unavailable. Please try again in a few minutes."
 
 
 class DatabaseUnavailable(BridgeError):
     code = "database_unavailable"
     status = 503
-    public_message = (
-        "Sign-in is temporarily unavailable. Please try again in a few minutes."
-    )
+    public_message = "Sign-in is temporarily unavailable. Please try again in a few minutes."

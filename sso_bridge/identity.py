@@ -62,7 +62,9 @@ def map_identity(
     ``defaults`` are the connector's own attribute names; the connection's
     ``attributes`` table overrides them field by field.
     """
-    names = {**defaults, **connection.attributes}
+    names: dict[str, str] = dict(defaults)
+    for target, upstream in connection.attributes.items():
+        names[target] = upstream
     values: dict[str, Any] = {}
     for field_name, source in names.items():
         raw = attributes.get(source)
@@ -92,8 +94,9 @@ def _subject(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise InvalidAttribute("the subject is empty or not a string", attribute="subject")
     if len(value) > MAX_VALUE or CONTROL.search(value):
-        raise InvalidAttribute("the subject is too long or has control characters",
-                               attribute="subject")
+        raise InvalidAttribute(
+            "the subject is too long or has control characters", attribute="subject"
+        )
     return value
 
 
@@ -102,16 +105,18 @@ def _single(field_name: str, source: str, raw: Any) -> str:
     # for a single-valued field is ambiguous (or a duplicated attribute): refuse, don't guess.
     if isinstance(raw, Sequence) and not isinstance(raw, str):
         if len(raw) != 1:
-            raise InvalidAttribute(f"{source!r} has {len(raw)} values; one expected",
-                                   attribute=source)
+            raise InvalidAttribute(
+                f"{source!r} has {len(raw)} values; one expected", attribute=source
+            )
         raw = raw[0]
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise InvalidAttribute(f"{source!r} is not a string", attribute=source)
     value = str(raw).strip()
     limit = 320 if field_name == "email" else MAX_VALUE
     if len(value) > limit or CONTROL.search(value):
-        raise InvalidAttribute(f"{source!r} is too long or has control characters",
-                               attribute=source)
+        raise InvalidAttribute(
+            f"{source!r} is too long or has control characters", attribute=source
+        )
     if field_name == "email" and not EMAIL.match(value):
         raise InvalidAttribute(f"{source!r} is not an e-mail address", attribute=source)
     if field_name == "language" and not LANGUAGE.match(value):
@@ -122,12 +127,17 @@ def _single(field_name: str, source: str, raw: Any) -> str:
 def _groups(source: str, raw: Any) -> tuple[str, ...]:
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, Sequence) or len(items) > MAX_GROUPS:
-        raise InvalidAttribute(f"{source!r} is not a list of at most {MAX_GROUPS} groups",
-                               attribute=source)
+        raise InvalidAttribute(
+            f"{source!r} is not a list of at most {MAX_GROUPS} groups", attribute=source
+        )
     groups = []
     for item in items:
-        if not isinstance(item, str) or not item.strip() or len(item) > MAX_VALUE \
-                or CONTROL.search(item):
+        if (
+            not isinstance(item, str)
+            or not item.strip()
+            or len(item) > MAX_VALUE
+            or CONTROL.search(item)
+        ):
             raise InvalidAttribute(f"{source!r} holds an invalid group name", attribute=source)
         groups.append(item.strip())
     return tuple(sorted(set(groups)))

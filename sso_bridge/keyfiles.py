@@ -29,8 +29,9 @@ def generate_private_key(kind: str) -> PrivateKey:
 def write_private_key(path: Path, key: PrivateKey) -> None:
     """Write a PKCS#8 PEM readable by its owner only, created with that mode (no window)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
@@ -38,8 +39,11 @@ def write_private_key(path: Path, key: PrivateKey) -> None:
 
 def write_public_key(path: Path, key: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(key.public_bytes(serialization.Encoding.PEM,
-                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    path.write_bytes(
+        key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
 
 
 def signing_key(path: Path) -> tuple[Key, str]:

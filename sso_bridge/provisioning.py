@@ -44,8 +44,9 @@ class Provisioner:
     def provision(self, identity: Identity) -> Provisioned:
         """Create or update the user behind ``identity``, or raise AccountBlocked."""
         subject_hash = hashlib.sha256(identity.subject.encode()).hexdigest()[:32]
-        with self._store.lock(f"provision:{identity.connection}:{subject_hash}",
-                              LOCK_TTL, LOCK_WAIT):
+        with self._store.lock(
+            f"provision:{identity.connection}:{subject_hash}", LOCK_TTL, LOCK_WAIT
+        ):
             try:
                 return self._provision(identity)
             except IntegrityError:
@@ -71,11 +72,12 @@ class Provisioner:
                 user = User(**identity.profile())
                 session.add(user)
                 session.flush()
-                link = IdentityLink(connection=identity.connection, subject=identity.subject,
-                                    user_id=user.id)
+                link = IdentityLink(
+                    connection=identity.connection, subject=identity.subject, user_id=user.id
+                )
                 session.add(link)
                 session.flush()
-                created, changed = True, ()
+                created, changed = True, tuple[str, ...]()
             else:
                 user = link.user
                 if user.blocked:

@@ -31,26 +31,31 @@ def run(settings: Settings, bind: str, workers: int) -> None:
     check_workers(settings, workers)
     if settings.database.migrate_on_start:
         prepare_database(settings)
-    _Gunicorn(settings, {
-        "bind": bind,
-        "workers": workers,
-        "threads": 4,
-        "worker_class": "gthread",
-        "accesslog": None,
-        "forwarded_allow_ips": "127.0.0.1",
-        "limit_request_line": 8190,
-        "timeout": 30,
-    }).run()
+    _Gunicorn(
+        settings,
+        {
+            "bind": bind,
+            "workers": workers,
+            "threads": 4,
+            "worker_class": "gthread",
+            "accesslog": None,
+            "forwarded_allow_ips": "127.0.0.1",
+            "limit_request_line": 8190,
+            "timeout": 30,
+        },
+    ).run()
 
 
 def check_workers(settings: Settings, workers: int) -> None:
     """Refuse several workers on the in-process store: they would not share state."""
     if workers > 1 and settings.store.url is None:
-        raise ConfigError([
-            f"--workers {workers}: without store.url every worker keeps its own login "
-            "state and replay cache, so a token replayed to another worker would be "
-            "accepted. Set store.url to a Redis server, or run one worker."
-        ])
+        raise ConfigError(
+            [
+                f"--workers {workers}: without store.url every worker keeps its own login "
+                "state and replay cache, so a token replayed to another worker would be "
+                "accepted. Set store.url to a Redis server, or run one worker."
+            ]
+        )
 
 
 def prepare_database(settings: Settings) -> None:

@@ -42,7 +42,10 @@ def build_services(settings: Settings) -> Services:
         # A closed set: the connection's `type` is a Literal, so nothing else can appear.
         if connection.type == "token":
             connectors[connection_id] = TokenConnector(
-                connection_id, connection, settings.base_url, store,
+                connection_id,
+                connection,
+                settings.base_url,
+                store,
                 settings.limits.max_token_bytes,
             )
     return Services(

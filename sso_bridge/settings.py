@@ -152,9 +152,7 @@ class ClientSettings(Section):
     initiate_login_uri: str | None = None
     """The LMS's third-party-initiated login URL (OIDC Core 4); the handoff sends people there with `iss` and `target_link_uri`."""
     scopes: list[str] = ["openid", "profile", "email", "employee", "groups"]
-    """Scopes the client may ask for."""
-    require_pkce: bool = True
-    """Require PKCE with S256 on every authorization request."""
+    """Scopes the client may ask for. PKCE with S256 is always required."""
 
     @field_validator("redirect_uris")
     @classmethod
@@ -237,7 +235,7 @@ class TokenConnection(ConnectionBase):
     jwks_refetch_interval: int = Field(default=30, ge=1, le=3600)
     """Least seconds between two refetches caused by an unknown `kid`."""
     max_lifetime: int = Field(default=120, ge=10, le=600)
-    """Longest accepted `exp` − `iat`, in seconds."""
+    """Longest accepted `exp` - `iat`, in seconds."""
     leeway: int = Field(default=30, ge=0, le=300)
     """Clock skew tolerated on `iat`, `nbf` and `exp`, in seconds."""
     allow_get: bool = False
@@ -256,7 +254,9 @@ class TokenConnection(ConnectionBase):
             raise ValueError("a token connection needs keys, jwks or jwks_url")
         for key in self.keys:
             if key.alg not in self.algorithms:
-                raise ValueError(f"key {key.kid!r} uses {key.alg}, which `algorithms` does not allow")
+                raise ValueError(
+                    f"key {key.kid!r} uses {key.alg}, which `algorithms` does not allow"
+                )
         return self
 
 

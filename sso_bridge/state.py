@@ -8,6 +8,7 @@ never treat "could not check" as "not seen before" (fail closed).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -193,11 +194,9 @@ class RedisStore:
         try:
             yield
         finally:
-            with self._guard():
-                try:
-                    lock.release()
-                except redis.exceptions.LockNotOwnedError:
-                    pass  # expired while we worked; the DB constraints still hold
+            # If the lock expired while we worked, the DB constraints still hold.
+            with self._guard(), contextlib.suppress(redis.exceptions.LockNotOwnedError):
+                lock.release()
 
     def ping(self) -> None:
         with self._guard():

@@ -34,7 +34,12 @@ class Keys:
         self.root = root
         self.private: dict[str, Path] = {}
         self.public: dict[str, Path] = {}
-        for name, kind in (("ed", "ed25519"), ("ec", "ec"), ("rsa", "rsa"), ("other-ed", "ed25519")):
+        for name, kind in (
+            ("ed", "ed25519"),
+            ("ec", "ec"),
+            ("rsa", "rsa"),
+            ("other-ed", "ed25519"),
+        ):
             key = generate_private_key(kind)
             write_private_key(root / f"{name}.pem", key)
             write_public_key(root / f"{name}.pub.pem", key.public_key())
@@ -64,12 +69,14 @@ def settings_dict(keys: Keys, tmp_path: Path, **overrides: Any) -> dict[str, Any
         "lms": {"base_url": LMS_URL, "client_id": "lms", "allowed_hosts": ["courses.example.com"]},
         "provider": {
             "signing_key_files": [keys.provider],
-            "clients": [{
-                "client_id": "lms",
-                "client_secret": CLIENT_SECRET,
-                "redirect_uris": [f"{LMS_URL}/callback"],
-                "initiate_login_uri": f"{LMS_URL}/login",
-            }],
+            "clients": [
+                {
+                    "client_id": "lms",
+                    "client_secret": CLIENT_SECRET,
+                    "redirect_uris": [f"{LMS_URL}/callback"],
+                    "initiate_login_uri": f"{LMS_URL}/login",
+                }
+            ],
         },
         "connections": {
             "acme": {
@@ -141,8 +148,13 @@ Minter = Callable[..., str]
 def mint(keys: Keys) -> Minter:
     """Mint a valid handoff token for connection `acme`; override claims or the key."""
 
-    def make(key: str = "ed", connection: str = "acme", kid: str | None = None,
-             drop: tuple[str, ...] = (), **claims: Any) -> str:
+    def make(
+        key: str = "ed",
+        connection: str = "acme",
+        kid: str | None = None,
+        drop: tuple[str, ...] = (),
+        **claims: Any,
+    ) -> str:
         now = int(time.time())
         payload: dict[str, Any] = {
             "iss": "acme-portal" if connection == "acme" else "globex-portal",

@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -34,8 +34,9 @@ def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def raw_token(header: dict[str, Any], payload: dict[str, Any],
-              sign: Callable[[bytes], bytes] | None = None) -> str:
+def raw_token(
+    header: dict[str, Any], payload: dict[str, Any], sign: Callable[[bytes], bytes] | None = None
+) -> str:
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(payload).encode())}"
     signature = sign(signing_input.encode()) if sign else b""
     return f"{signing_input}.{b64(signature)}"
@@ -43,16 +44,27 @@ def raw_token(header: dict[str, Any], payload: dict[str, Any],
 
 def claims(**overrides: Any) -> dict[str, Any]:
     now = int(time.time())
-    data = {"iss": "acme-portal", "aud": f"{BASE_URL}/token/acme", "sub": "E1001",
-            "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex}
+    data = {
+        "iss": "acme-portal",
+        "aud": f"{BASE_URL}/token/acme",
+        "sub": "E1001",
+        "iat": now,
+        "exp": now + 60,
+        "jti": uuid.uuid4().hex,
+    }
     data.update(overrides)
     return data
 
 
 @pytest.fixture
 def connector(settings: Settings) -> TokenConnector:
-    return TokenConnector("acme", settings.connections["acme"], BASE_URL, MemoryStore(),
-                          settings.limits.max_token_bytes)
+    return TokenConnector(
+        "acme",
+        settings.connections["acme"],
+        BASE_URL,
+        MemoryStore(),
+        settings.limits.max_token_bytes,
+    )
 
 
 def refused(connector: TokenConnector, token: str) -> str:
@@ -75,16 +87,16 @@ def test_alg_none_in_any_case_is_refused(connector: TokenConnector, alg: str) ->
 
 
 def test_alg_outside_the_connections_allow_list(settings: Settings, mint: Minter) -> None:
-    globex = TokenConnector("globex", settings.connections["globex"], BASE_URL, MemoryStore(),
-                            8192)
+    globex = TokenConnector("globex", settings.connections["globex"], BASE_URL, MemoryStore(), 8192)
     token = mint(key="hs", connection="globex")
     assert refused(globex, token) == "token_alg_forbidden"
 
 
 @pytest.mark.parametrize("alg", ["HS384", "RS512", "PS256", "ES512", "EdDSA25519"])
 def test_unlisted_algorithms_are_refused(connector: TokenConnector, alg: str) -> None:
-    token = raw_token({"alg": alg, "typ": "handoff+jwt", "kid": "ed-1"}, claims(),
-                      lambda _: b"x" * 64)
+    token = raw_token(
+        {"alg": alg, "typ": "handoff+jwt", "kid": "ed-1"}, claims(), lambda _: b"x" * 64
+    )
     assert refused(connector, token) == "token_alg_forbidden"
 
 
@@ -93,8 +105,11 @@ def test_hs256_signed_with_the_public_key_as_secret(connector: TokenConnector, k
     # let the token pick HS256 it would accept an HMAC made with it.
     public_pem = keys.public["rsa"].read_bytes()
     for kid in ("rsa-1", "ed-1", "ec-1"):
-        token = raw_token({"alg": "HS256", "typ": "handoff+jwt", "kid": kid}, claims(),
-                          lambda data: hmac.new(public_pem, data, hashlib.sha256).digest())
+        token = raw_token(
+            {"alg": "HS256", "typ": "handoff+jwt", "kid": kid},
+            claims(),
+            lambda data: hmac.new(public_pem, data, hashlib.sha256).digest(),
+        )
         assert refused(connector, token) == "token_alg_key_mismatch"
 
 
@@ -142,15 +157,16 @@ def test_embedded_jwk_is_refused(connector: TokenConnector) -> None:
     from joserfc.jwk import OKPKey
 
     jwk = OKPKey.import_key(attacker.public_key()).as_dict()
-    token = raw_token({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-1", "jwk": jwk},
-                      claims(), attacker.sign)
+    token = raw_token(
+        {"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-1", "jwk": jwk}, claims(), attacker.sign
+    )
     assert refused(connector, token) == "token_header_forbidden"
 
 
 class _Recorder(BaseHTTPRequestHandler):
-    hits: list[str] = []
+    hits: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         _Recorder.hits.append(self.path)
         self.send_response(200)
         self.end_headers()
@@ -181,10 +197,21 @@ def test_other_processing_headers_are_refused(connector: TokenConnector, param: 
     assert refused(connector, token) == "token_header_forbidden"
 
 
-@pytest.mark.parametrize("kid", [
-    "../../../../etc/passwd", "..\\..\\keys\\ed-1", "/dev/null", "ed-1' OR '1'='1",
-    "ed-1\"; DROP TABLE users; --", "ed-1\x00", "ed 1", "", "a" * 129, "${jndi:ldap://x/a}",
-])
+@pytest.mark.parametrize(
+    "kid",
+    [
+        "../../../../etc/passwd",
+        "..\\..\\keys\\ed-1",
+        "/dev/null",
+        "ed-1' OR '1'='1",
+        'ed-1"; DROP TABLE users; --',
+        "ed-1\x00",
+        "ed 1",
+        "",
+        "a" * 129,
+        "${jndi:ldap://x/a}",
+    ],
+)
 def test_kid_traversal_and_injection_strings(connector: TokenConnector, kid: str) -> None:
     token = _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid})
     assert refused(connector, token) == "token_kid_invalid"
@@ -198,10 +225,14 @@ def test_kid_of_the_wrong_type(connector: TokenConnector, kid: Any) -> None:
 
 
 def test_missing_and_unknown_kid(connector: TokenConnector) -> None:
-    assert refused(connector, _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt"})) \
+    assert (
+        refused(connector, _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt"}))
         == "token_kid_missing"
-    assert refused(connector, _attacker_signed(
-        {"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-2"})) == "token_kid_unknown"
+    )
+    assert (
+        refused(connector, _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-2"}))
+        == "token_kid_unknown"
+    )
 
 
 @pytest.mark.parametrize("typ", [None, "JWT", "jwt", "at+jwt", "handoff+jwt2", 1])
@@ -256,28 +287,47 @@ def test_missing_required_claim(connector: TokenConnector, mint: Minter, name: s
     assert info.value.context["claim"] == name
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("exp", "tomorrow"), ("iat", True), ("sub", ""), ("sub", 1001), ("jti", ""),
-    ("jti", "x" * 257), ("iss", ["acme-portal"]),
-])
-def test_claims_of_the_wrong_type(connector: TokenConnector, mint: Minter, name: str,
-                                  value: Any) -> None:
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("exp", "tomorrow"),
+        ("iat", True),
+        ("sub", ""),
+        ("sub", 1001),
+        ("jti", ""),
+        ("jti", "x" * 257),
+        ("iss", ["acme-portal"]),
+    ],
+)
+def test_claims_of_the_wrong_type(
+    connector: TokenConnector, mint: Minter, name: str, value: Any
+) -> None:
     assert refused(connector, mint(**{name: value})) == "token_claim_invalid"
 
 
 # -- who the token is for ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("aud", [
-    f"{BASE_URL}/token/globex", f"{BASE_URL}/token/acme/", f"{BASE_URL}/token/acm",
-    f"{BASE_URL}/token/acme?x=1", "acme", BASE_URL, [f"{BASE_URL}/token/acme", "other"], [],
-])
+@pytest.mark.parametrize(
+    "aud",
+    [
+        f"{BASE_URL}/token/globex",
+        f"{BASE_URL}/token/acme/",
+        f"{BASE_URL}/token/acm",
+        f"{BASE_URL}/token/acme?x=1",
+        "acme",
+        BASE_URL,
+        [f"{BASE_URL}/token/acme", "other"],
+        [],
+    ],
+)
 def test_wrong_audience(connector: TokenConnector, mint: Minter, aud: Any) -> None:
     assert refused(connector, mint(aud=aud)) == "token_audience_mismatch"
 
 
-def test_audience_as_a_one_element_list_is_accepted(connector: TokenConnector,
-                                                    mint: Minter) -> None:
+def test_audience_as_a_one_element_list_is_accepted(
+    connector: TokenConnector, mint: Minter
+) -> None:
     assert connector.verify(mint(aud=[f"{BASE_URL}/token/acme"]))["sub"] == "E1001"
 
 
@@ -287,8 +337,7 @@ def test_wrong_issuer(connector: TokenConnector, mint: Minter, iss: str) -> None
 
 
 def test_token_for_connection_a_posted_to_b(settings: Settings, mint: Minter) -> None:
-    globex = TokenConnector("globex", settings.connections["globex"], BASE_URL, MemoryStore(),
-                            8192)
+    globex = TokenConnector("globex", settings.connections["globex"], BASE_URL, MemoryStore(), 8192)
     # Same key, same issuer claim as globex expects: only the audience gives it away.
     token = mint(iss="globex-portal", aud=f"{BASE_URL}/token/acme")
     assert refused(globex, token) == "token_audience_mismatch"
@@ -297,9 +346,18 @@ def test_token_for_connection_a_posted_to_b(settings: Settings, mint: Minter) ->
 # -- shape and size --------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("token", [
-    "", "abc", "a.b", "a.b.c.d", "not base64!.e30.sig", "e30.e30.sig", "W10.e30.c2ln",
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "not base64!.e30.sig",
+        "e30.e30.sig",
+        "W10.e30.c2ln",
+    ],
+)
 def test_malformed_tokens(connector: TokenConnector, token: str) -> None:
     assert refused(connector, token) == "token_malformed"
 
@@ -334,12 +392,18 @@ def test_a_refused_token_does_not_burn_its_jti(connector: TokenConnector, mint: 
     assert connector.verify(mint(jti=jti))["jti"] == jti
 
 
-def test_replay_across_instances_on_one_redis(settings: Settings, mint: Minter,
-                                              redis_server: Any) -> None:
+def test_replay_across_instances_on_one_redis(
+    settings: Settings, mint: Minter, redis_server: Any
+) -> None:
     prefix = f"replay-{uuid.uuid4().hex}:"
     first, second = (
-        TokenConnector("acme", settings.connections["acme"], BASE_URL,
-                       RedisStore(redis_server.url, prefix=prefix), 8192)
+        TokenConnector(
+            "acme",
+            settings.connections["acme"],
+            BASE_URL,
+            RedisStore(redis_server.url, prefix=prefix),
+            8192,
+        )
         for _ in range(2)
     )
     token = mint()
@@ -357,15 +421,20 @@ def _counts(app: Any) -> tuple[int, list[str]]:
     return users, reasons
 
 
-@pytest.mark.parametrize(("tamper", "reason"), [
-    (lambda t: t.rsplit(".", 1)[0] + ".", "token_signature_invalid"),
-    (lambda t: raw_token({"alg": "none", "typ": "handoff+jwt", "kid": "ed-1"}, claims()),
-     "token_alg_forbidden"),
-    (lambda t: "x" * 9000, "token_too_large"),
-])
-def test_refusal_page_audit_and_nothing_provisioned(app: Any, client: Any, mint: Minter,
-                                                    tamper: Callable[[str], str],
-                                                    reason: str) -> None:
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (lambda t: t.rsplit(".", 1)[0] + ".", "token_signature_invalid"),
+        (
+            lambda t: raw_token({"alg": "none", "typ": "handoff+jwt", "kid": "ed-1"}, claims()),
+            "token_alg_forbidden",
+        ),
+        (lambda t: "x" * 9000, "token_too_large"),
+    ],
+)
+def test_refusal_page_audit_and_nothing_provisioned(
+    app: Any, client: Any, mint: Minter, tamper: Callable[[str], str], reason: str
+) -> None:
     response = client.post("/token/acme", data={"token": tamper(mint())})
     assert 400 <= response.status_code < 500
     page = response.get_data(as_text=True)
@@ -378,8 +447,9 @@ def test_refusal_page_audit_and_nothing_provisioned(app: Any, client: Any, mint:
     assert reasons == [reason]
 
 
-def test_replay_through_a_second_app_on_the_same_redis(make_settings: Callable[..., Settings],
-                                                       mint: Minter, redis_server: Any) -> None:
+def test_replay_through_a_second_app_on_the_same_redis(
+    make_settings: Callable[..., Settings], mint: Minter, redis_server: Any
+) -> None:
     from .conftest import build_app
 
     redis_server.flush()

@@ -29,12 +29,12 @@ level = "WARNING"
 signing_key_files = ["{keys.provider}"]
 [[provider.clients]]
 client_id = "lms"
-client_secret = "{'s' * 40}"
+client_secret = "{"s" * 40}"
 redirect_uris = ["http://127.0.0.1:5000/lms/callback"]
 [connections.acme]
 type = "token"
 issuer = "acme-portal"
-keys = [{{ kid = "ed-1", alg = "EdDSA", public_key_file = "{keys.public['ed']}" }}]
+keys = [{{ kid = "ed-1", alg = "EdDSA", public_key_file = "{keys.public["ed"]}" }}]
 {extra}
 """)
     return path
@@ -48,9 +48,13 @@ def test_check_passes_on_a_good_configuration(tmp_path: Path, keys: Keys) -> Non
     result = run("--config", str(config_file(tmp_path, keys)), "check", "--json")
     rows = json.loads(result.output)
     assert result.exit_code == 0, rows
-    assert {row["check"] for row in rows} >= {"configuration", "database reachable",
-                                              "store reachable", "provider signing keys",
-                                              "connection acme: keys"}
+    assert {row["check"] for row in rows} >= {
+        "configuration",
+        "database reachable",
+        "store reachable",
+        "provider signing keys",
+        "connection acme: keys",
+    }
 
 
 def test_check_reports_every_problem_and_fails(tmp_path: Path, keys: Keys) -> None:
@@ -78,10 +82,26 @@ def test_a_bad_configuration_stops_other_commands(tmp_path: Path, keys: Keys) ->
 
 def test_mint_then_verify_without_consuming(tmp_path: Path, keys: Keys) -> None:
     path = str(config_file(tmp_path, keys))
-    minted = run("--config", path, "token", "mint", "--connection", "acme", "--key",
-                 str(keys.private["ed"]), "--kid", "ed-1", "--sub", "E42",
-                 "--claim", "email=e42@example.com", "--claim", "groups=a,b",
-                 "--next", "/courses/x")
+    minted = run(
+        "--config",
+        path,
+        "token",
+        "mint",
+        "--connection",
+        "acme",
+        "--key",
+        str(keys.private["ed"]),
+        "--kid",
+        "ed-1",
+        "--sub",
+        "E42",
+        "--claim",
+        "email=e42@example.com",
+        "--claim",
+        "groups=a,b",
+        "--next",
+        "/courses/x",
+    )
     assert minted.exit_code == 0
     token = minted.output.strip()
     for _ in range(2):  # verifying twice: the jti is not consumed
@@ -95,8 +115,20 @@ def test_mint_then_verify_without_consuming(tmp_path: Path, keys: Keys) -> None:
 
 def test_verify_names_the_reason(tmp_path: Path, keys: Keys) -> None:
     path = str(config_file(tmp_path, keys))
-    minted = run("--config", path, "token", "mint", "--connection", "acme", "--key",
-                 str(keys.private["other-ed"]), "--kid", "ed-1", "--sub", "E42")
+    minted = run(
+        "--config",
+        path,
+        "token",
+        "mint",
+        "--connection",
+        "acme",
+        "--key",
+        str(keys.private["other-ed"]),
+        "--kid",
+        "ed-1",
+        "--sub",
+        "E42",
+    )
     result = run("--config", path, "token", "verify", "--connection", "acme", minted.output)
     assert result.exit_code == 1
     assert result.output.startswith("INVALID token_signature_invalid")
@@ -109,25 +141,42 @@ def test_users_and_audit_after_a_login(tmp_path: Path, keys: Keys) -> None:
 
     path = config_file(tmp_path, keys)
     app = build_app(load_settings(path))
-    token = run("--config", str(path), "token", "mint", "--connection", "acme", "--key",
-                str(keys.private["ed"]), "--kid", "ed-1", "--sub", "E7",
-                "--claim", "email=e7@example.com").output.strip()
+    token = run(
+        "--config",
+        str(path),
+        "token",
+        "mint",
+        "--connection",
+        "acme",
+        "--key",
+        str(keys.private["ed"]),
+        "--kid",
+        "ed-1",
+        "--sub",
+        "E7",
+        "--claim",
+        "email=e7@example.com",
+    ).output.strip()
     assert app.test_client().post("/token/acme", data={"token": token}).status_code == 303
     assert app.test_client().post("/token/acme", data={"token": token}).status_code == 400
     users = json.loads(run("--config", str(path), "users", "list", "--json").output)
     assert [u["email"] for u in users] == ["e7@example.com"]
-    shown = json.loads(run("--config", str(path), "users", "show", "e7@example.com",
-                           "--json").output)
+    shown = json.loads(
+        run("--config", str(path), "users", "show", "e7@example.com", "--json").output
+    )
     assert shown["links"] == ["acme:E7"]
     events = json.loads(run("--config", str(path), "audit", "tail", "--json").output)
     assert [(e["outcome"], e["reason"]) for e in events] == [
-        ("success", "created"), ("failure", "token_replayed")]
+        ("success", "created"),
+        ("failure", "token_replayed"),
+    ]
 
 
 def test_certs_generate_refuses_to_overwrite(tmp_path: Path) -> None:
     out = tmp_path / "k.pem"
-    result = run("certs", "generate", str(out), "--type", "ec",
-                 "--public-out", str(tmp_path / "k.pub.pem"))
+    result = run(
+        "certs", "generate", str(out), "--type", "ec", "--public-out", str(tmp_path / "k.pub.pem")
+    )
     assert result.exit_code == 0
     assert oct(out.stat().st_mode & 0o777) == "0o600"
     again = CliRunner().invoke(main, ["certs", "generate", str(out)])

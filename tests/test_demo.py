@@ -66,16 +66,18 @@ class _Forms(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         values = dict(attrs)
         if tag == "form":
-            self.forms.append({"id": values.get("id"), "action": values.get("action"),
-                               "fields": {}})
+            self.forms.append(
+                {"id": values.get("id"), "action": values.get("action"), "fields": {}}
+            )
         elif tag == "input" and self.forms and values.get("name"):
             fields = self.forms[-1]["fields"]
             assert isinstance(fields, dict)
             fields[values["name"]] = values.get("value") or ""
 
 
-def _form(html: str, form_id: str | None = None, action_ends: str | None = None
-          ) -> tuple[str, dict[str, str]]:
+def _form(
+    html: str, form_id: str | None = None, action_ends: str | None = None
+) -> tuple[str, dict[str, str]]:
     parser = _Forms()
     parser.feed(html)
     for form in parser.forms:
@@ -105,8 +107,9 @@ def _sign_in_as(demo: Demo, employee_id: str) -> None:
 
 def _launch(demo: Demo, course: str | None = None) -> tuple[str, dict[str, str]]:
     """Open Training (or one course) in the portal: the handoff form it renders."""
-    page = demo.http.get(demo.url("/portal/training/open"),
-                         params={"course": course} if course else None)
+    page = demo.http.get(
+        demo.url("/portal/training/open"), params={"course": course} if course else None
+    )
     assert page.status_code == 200
     assert page.headers["Cache-Control"] == "no-store"
     assert "'unsafe-inline'" not in page.headers["Content-Security-Policy"]
@@ -223,8 +226,9 @@ def test_a_replayed_token_is_refused(demo: Demo) -> None:
 def test_the_portal_refuses_a_post_without_its_csrf_token(demo: Demo) -> None:
     _sign_in_as(demo, "E1001")
 
-    forged = demo.http.post(demo.url("/portal/profile"),
-                            data={"department": "Evil", "location": "Nowhere"})
+    forged = demo.http.post(
+        demo.url("/portal/profile"), data={"department": "Evil", "location": "Nowhere"}
+    )
 
     assert forged.status_code == 400
     profile = demo.http.get(demo.url("/portal/profile"))
@@ -247,8 +251,10 @@ def test_the_portal_refuses_a_post_without_its_csrf_token(demo: Demo) -> None:
 def test_lms_third_party_login_checks_iss_and_target(demo: Demo, iss: str, target: str) -> None:
     response = demo.http.get(
         demo.url("/lms/login"),
-        params={"iss": iss.format(base=demo.base),
-                "target_link_uri": target.format(base=demo.base)},
+        params={
+            "iss": iss.format(base=demo.base),
+            "target_link_uri": target.format(base=demo.base),
+        },
         allow_redirects=False,
     )
     assert response.status_code == 400
@@ -263,16 +269,25 @@ def test_lms_third_party_login_starts_a_pkce_authorization_request(demo: Demo) -
     assert response.status_code == 302
     location = response.headers["Location"]
     assert location.startswith(demo.url("/oauth2/authorize?"))
-    for part in ("client_id=demo-lms", "code_challenge_method=S256", "nonce=", "state=",
-                 "scope=openid+profile+email+employee+groups"):
+    for part in (
+        "client_id=demo-lms",
+        "code_challenge_method=S256",
+        "nonce=",
+        "state=",
+        "scope=openid+profile+email+employee+groups",
+    ):
         assert part in location
 
 
 def test_key_material_is_private_and_reused(demo: Demo) -> None:
     files = sorted(p for p in demo.var_dir.iterdir() if not p.name.startswith("sso-bridge.db"))
     assert {p.name for p in files} >= {
-        "portal-ed25519.pem", "portal-ed25519.pub.pem", "provider-rsa.pem",
-        "lms-client-secret", "portal-flask-secret", "lms-flask-secret",
+        "portal-ed25519.pem",
+        "portal-ed25519.pub.pem",
+        "provider-rsa.pem",
+        "lms-client-secret",
+        "portal-flask-secret",
+        "lms-flask-secret",
     }
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

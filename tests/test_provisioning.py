@@ -20,9 +20,18 @@ from sso_bridge.models import IdentityLink, User
 from sso_bridge.provisioning import Provisioner
 from sso_bridge.state import MemoryStore, RedisStore
 
-ADA = Identity(connection="acme", subject="E1001", email="ada@example.com", given_name="Ada",
-               family_name="Lovelace", department="Engineering", location="London",
-               language="en-GB", groups=("engineering",), employment_status="active")
+ADA = Identity(
+    connection="acme",
+    subject="E1001",
+    email="ada@example.com",
+    given_name="Ada",
+    family_name="Lovelace",
+    department="Engineering",
+    location="London",
+    language="en-GB",
+    groups=("engineering",),
+    employment_status="active",
+)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -46,8 +55,7 @@ def count(db: Database, model: Any) -> int:
 def test_migrations_create_every_table_and_are_idempotent(database: Database) -> None:
     database.upgrade()
     tables = set(inspect(database.engine).get_table_names())
-    assert {"users", "identity_links", "audit_events", "oidc_clients",
-            "alembic_version"} <= tables
+    assert {"users", "identity_links", "audit_events", "oidc_clients", "alembic_version"} <= tables
 
 
 def test_create_then_update_changed_fields(database: Database) -> None:
@@ -63,8 +71,11 @@ def test_create_then_update_changed_fields(database: Database) -> None:
     with database.session() as session:
         user = session.get(User, first.user_id)
         assert user is not None
-        assert (user.department, user.location, user.lms_account_id) == \
-            ("Research", "Paris", user.public_id)
+        assert (user.department, user.location, user.lms_account_id) == (
+            "Research",
+            "Paris",
+            user.public_id,
+        )
 
 
 def test_links_are_per_connection_never_by_email(database: Database) -> None:
@@ -130,7 +141,7 @@ def _race(provisioner_for: Any, n: int) -> list[Any]:
         barrier.wait()
         try:
             results.append(provisioner.provision(ADA))
-        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+        except Exception as exc:
             results.append(exc)
 
     threads = [threading.Thread(target=login) for _ in range(n)]
@@ -151,7 +162,8 @@ def test_simultaneous_first_logins_make_one_account(database: Database) -> None:
 
 
 def test_simultaneous_first_logins_across_instances_on_redis_and_postgres(
-        postgres_server: Any, redis_server: Any) -> None:
+    postgres_server: Any, redis_server: Any
+) -> None:
     url = postgres_server.create_database(f"race_{uuid.uuid4().hex[:12]}")
     Database(url).upgrade()
     prefix = f"race-{uuid.uuid4().hex}:"

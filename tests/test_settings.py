@@ -46,8 +46,7 @@ def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert settings.lms.allowed_hosts == ["cdn.example.com"]
 
 
-def test_config_path_from_the_environment(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_config_path_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SSO_BRIDGE_CONFIG", str(write(tmp_path, MINIMAL)))
     assert load_settings().base_url == "https://sso.example.com"
 
@@ -63,25 +62,40 @@ def test_secrets_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert "hunter2" not in repr(settings)
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("", "base_url: Field required"),
-    ('base_url = "http://sso.example.com"', "base_url: must be an https URL"),
-    (MINIMAL + "[sesion]\nlifetime = 60\n", "sesion: Extra inputs are not permitted"),
-    (MINIMAL + "[store]\ntimeout = -1\n", "store.timeout: Input should be greater than 0"),
-    (MINIMAL + '[connections.Bad_Id]\ntype = "token"\nissuer = "x"\njwks_url = '
-     '"https://p.example.com/jwks"\n', "connections: Value error, connection id 'Bad_Id'"),
-    (MINIMAL + '[connections.acme]\ntype = "saml2"\n', "connections.acme"),
-    (MINIMAL + '[connections.acme]\ntype = "token"\nissuer = "x"\n',
-     "connections.acme: a token connection needs keys, jwks or jwks_url"),
-    (MINIMAL + TOKEN.replace('alg = "EdDSA"', 'alg = "HS256"'),
-     "connections.acme.keys.0: an HS256 key needs secret_file"),
-    (MINIMAL + TOKEN.replace('alg = "EdDSA"', 'alg = "none"'), "connections.acme.keys.0.alg"),
-    (MINIMAL + TOKEN + 'algorithms = ["ES256"]\n', "uses EdDSA, which `algorithms` does not allow"),
-    (MINIMAL + '[[provider.clients]]\nclient_id = "lms"\nclient_secret = "short"\n'
-     'redirect_uris = ["https://lms.example.com/cb"]\n',
-     "provider.clients.0.client_secret: must be at least 32 characters"),
-    (MINIMAL + "this is not toml", "config.toml"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "base_url: Field required"),
+        ('base_url = "http://sso.example.com"', "base_url: must be an https URL"),
+        (MINIMAL + "[sesion]\nlifetime = 60\n", "sesion: Extra inputs are not permitted"),
+        (MINIMAL + "[store]\ntimeout = -1\n", "store.timeout: Input should be greater than 0"),
+        (
+            MINIMAL + '[connections.Bad_Id]\ntype = "token"\nissuer = "x"\njwks_url = '
+            '"https://p.example.com/jwks"\n',
+            "connections: Value error, connection id 'Bad_Id'",
+        ),
+        (MINIMAL + '[connections.acme]\ntype = "saml2"\n', "connections.acme"),
+        (
+            MINIMAL + '[connections.acme]\ntype = "token"\nissuer = "x"\n',
+            "connections.acme: a token connection needs keys, jwks or jwks_url",
+        ),
+        (
+            MINIMAL + TOKEN.replace('alg = "EdDSA"', 'alg = "HS256"'),
+            "connections.acme.keys.0: an HS256 key needs secret_file",
+        ),
+        (MINIMAL + TOKEN.replace('alg = "EdDSA"', 'alg = "none"'), "connections.acme.keys.0.alg"),
+        (
+            MINIMAL + TOKEN + 'algorithms = ["ES256"]\n',
+            "uses EdDSA, which `algorithms` does not allow",
+        ),
+        (
+            MINIMAL + '[[provider.clients]]\nclient_id = "lms"\nclient_secret = "short"\n'
+            'redirect_uris = ["https://lms.example.com/cb"]\n',
+            "provider.clients.0.client_secret: must be at least 32 characters",
+        ),
+        (MINIMAL + "this is not toml", "config.toml"),
+    ],
+)
 def test_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
     found = problems(write(tmp_path, text))
     assert any(expected.replace("Value error, ", "") in line for line in found), found
@@ -94,8 +108,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 
 
 def test_a_secret_value_is_never_echoed(tmp_path: Path) -> None:
-    text = (MINIMAL + '[[provider.clients]]\nclient_id = "lms"\nclient_secret = "tooshort-secret"\n'
-            'redirect_uris = ["https://lms.example.com/cb"]\n')
+    text = (
+        MINIMAL + '[[provider.clients]]\nclient_id = "lms"\nclient_secret = "tooshort-secret"\n'
+        'redirect_uris = ["https://lms.example.com/cb"]\n'
+    )
     assert not any("tooshort-secret" in line for line in problems(write(tmp_path, text)))
 
 

@@ -94,8 +94,12 @@ def test_redis_down_fails_closed(redis_server: Any) -> None:
     store.set("k", "v", 10)
     redis_server.stop()
     try:
-        for call in (lambda: store.add("jti", "1", 10), lambda: store.get("k"),
-                     lambda: store.pop("k"), store.ping):
+        for call in (
+            lambda: store.add("jti", "1", 10),
+            lambda: store.get("k"),
+            lambda: store.pop("k"),
+            store.ping,
+        ):
             with pytest.raises(StoreUnavailable):
                 call()
     finally:

@@ -23,7 +23,8 @@ def test_readyz_checks_database_and_store(client: Any) -> None:
 
 
 def test_readyz_fails_and_logins_stop_when_redis_is_down(
-        make_settings: Callable[..., Settings], redis_server: Any, mint: Minter) -> None:
+    make_settings: Callable[..., Settings], redis_server: Any, mint: Minter
+) -> None:
     app = build_app(make_settings(store={"url": redis_server.url, "timeout": 0.5}))
     client = app.test_client()
     redis_server.stop()
@@ -68,8 +69,9 @@ def test_session_cookie_attributes(client: Any, mint: Minter) -> None:
     assert "Secure" not in cookie  # the base URL is http://127.0.0.1
 
 
-def test_cookies_are_secure_and_hsts_is_sent_on_https(make_settings: Callable[..., Settings],
-                                                      mint: Minter, keys: Any) -> None:
+def test_cookies_are_secure_and_hsts_is_sent_on_https(
+    make_settings: Callable[..., Settings], mint: Minter, keys: Any
+) -> None:
     import time
     import uuid
 
@@ -77,23 +79,37 @@ def test_cookies_are_secure_and_hsts_is_sent_on_https(make_settings: Callable[..
 
     app = build_app(make_settings(base_url="https://sso.example.com"))
     now = int(time.time())
-    token = mint_handoff_token(keys.private["ed"], "ed-1", {
-        "iss": "acme-portal", "aud": "https://sso.example.com/token/acme", "sub": "E1",
-        "iat": now, "exp": now + 60, "jti": uuid.uuid4().hex})
-    response = app.test_client().post("/token/acme", data={"token": token},
-                                      base_url="https://sso.example.com")
+    token = mint_handoff_token(
+        keys.private["ed"],
+        "ed-1",
+        {
+            "iss": "acme-portal",
+            "aud": "https://sso.example.com/token/acme",
+            "sub": "E1",
+            "iat": now,
+            "exp": now + 60,
+            "jti": uuid.uuid4().hex,
+        },
+    )
+    response = app.test_client().post(
+        "/token/acme", data={"token": token}, base_url="https://sso.example.com"
+    )
     assert response.status_code == 303
     assert "Secure" in response.headers["Set-Cookie"]
     assert "Strict-Transport-Security" in response.headers
 
 
 def test_absolute_urls_ignore_the_host_header(client: Any, mint: Minter) -> None:
-    response = client.post("/token/acme", data={"token": mint()},
-                           headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"})
+    response = client.post(
+        "/token/acme",
+        data={"token": mint()},
+        headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+    )
     assert response.status_code == 303
     assert "evil.example" not in response.headers["Location"]
-    discovery = client.get("/.well-known/openid-configuration",
-                           headers={"Host": "evil.example"}).json
+    discovery = client.get(
+        "/.well-known/openid-configuration", headers={"Host": "evil.example"}
+    ).json
     assert "evil.example" not in str(discovery)
 
 
@@ -109,13 +125,15 @@ def test_the_handoff_goes_through_the_lms_initiate_login(client: Any, mint: Mint
 
 
 def test_a_signed_next_wins_over_the_form_field(client: Any, mint: Minter) -> None:
-    response = client.post("/token/acme", data={"token": mint(next="/courses/gdpr"),
-                                                "next": "/courses/other"})
+    response = client.post(
+        "/token/acme", data={"token": mint(next="/courses/gdpr"), "next": "/courses/other"}
+    )
     assert "courses%2Fgdpr" in response.headers["Location"]
 
 
-def test_open_redirect_in_next_is_refused_before_anything_happens(app: Any, client: Any,
-                                                                  mint: Minter) -> None:
+def test_open_redirect_in_next_is_refused_before_anything_happens(
+    app: Any, client: Any, mint: Minter
+) -> None:
     token = mint()
     response = client.post("/token/acme", data={"token": token, "next": "//evil.example"})
     assert response.status_code == 400

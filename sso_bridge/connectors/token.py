@@ -80,8 +80,9 @@ class TokenConnector:
 
     def complete(self, request_data: Mapping[str, str]) -> Verified:
         claims = self.verify(request_data.get("token") or "")
-        identity = map_identity(self.connection_id, self.settings, claims["sub"], claims,
-                                DEFAULT_ATTRIBUTES)
+        identity = map_identity(
+            self.connection_id, self.settings, claims["sub"], claims, DEFAULT_ATTRIBUTES
+        )
         next_claim = claims.get("next")
         if next_claim is not None and not isinstance(next_claim, str):
             raise errors.InvalidClaim("next is not a string", claim="next")
@@ -137,7 +138,9 @@ class TokenConnector:
         if key is None:
             raise errors.UnknownKey(f"no key with kid {kid!r}")
         if key.alg != alg:
-            raise errors.AlgorithmKeyMismatch(f"key {kid!r} is pinned to {key.alg}, token says {alg}")
+            raise errors.AlgorithmKeyMismatch(
+                f"key {kid!r} is pinned to {key.alg}, token says {alg}"
+            )
         return key
 
     def _check_claims(self, claims: dict[str, Any]) -> None:
@@ -210,8 +213,9 @@ def _json_object(segment: str, what: str) -> dict[str, Any]:
 
 def _json_object_bytes(raw: bytes, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constants,
-                           object_pairs_hook=_unique_keys)
+        value = json.loads(
+            raw.decode("utf-8"), parse_constant=_no_constants, object_pairs_hook=_unique_keys
+        )
     except (UnicodeDecodeError, ValueError):
         raise errors.MalformedToken(f"the {what} is not JSON") from None
     if not isinstance(value, dict):

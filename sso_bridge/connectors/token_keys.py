@@ -56,7 +56,9 @@ def load_file_key(spec: TokenKeySettings) -> PinnedKey:
         assert spec.public_key_file is not None
         public = load_pem_public_key(spec.public_key_file.read_bytes())
     except OSError as exc:
-        raise KeyConfigError(f"key {spec.kid!r}: cannot read {exc.filename}: {exc.strerror}") from None
+        raise KeyConfigError(
+            f"key {spec.kid!r}: cannot read {exc.filename}: {exc.strerror}"
+        ) from None
     except ValueError as exc:
         if isinstance(exc, KeyConfigError):
             raise
@@ -68,8 +70,11 @@ def _wrap(kid: str, alg: str, public: Any) -> Key:
     """Wrap a public key for joserfc after checking that its type matches ``alg``."""
     if alg == "EdDSA" and isinstance(public, ed25519.Ed25519PublicKey):
         return OKPKey.import_key(public)
-    if alg == "ES256" and isinstance(public, ec.EllipticCurvePublicKey) \
-            and isinstance(public.curve, ec.SECP256R1):
+    if (
+        alg == "ES256"
+        and isinstance(public, ec.EllipticCurvePublicKey)
+        and isinstance(public.curve, ec.SECP256R1)
+    ):
         return ECKey.import_key(public)
     if alg == "RS256" and isinstance(public, rsa.RSAPublicKey):
         if public.key_size < MIN_RSA_BITS:
@@ -87,8 +92,11 @@ def parse_jwks(data: Any, allowed: list[str]) -> dict[str, PinnedKey]:
         try:
             pinned = _pin_jwk(jwk, allowed)
         except (KeyConfigError, JoseError, ValueError, TypeError) as exc:
-            log.warning("jwks_key_skipped", kid=str(jwk.get("kid"))[:128]
-                        if isinstance(jwk, dict) else None, why=str(exc))
+            log.warning(
+                "jwks_key_skipped",
+                kid=str(jwk.get("kid"))[:128] if isinstance(jwk, dict) else None,
+                why=str(exc),
+            )
             continue
         if pinned.kid in keys:
             raise KeyConfigError(f"the JWKS holds kid {pinned.kid!r} twice")
@@ -108,7 +116,11 @@ def _pin_jwk(jwk: Any, allowed: list[str]) -> PinnedKey:
         # A JWKS is public by nature; a private or symmetric key in it is a leak, not a key.
         raise KeyConfigError(f"key {kid!r} is private or symmetric; publish public keys only")
     kty, crv = jwk.get("kty"), jwk.get("crv")
-    implied = {("OKP", "Ed25519"): "EdDSA", ("EC", "P-256"): "ES256", ("RSA", None): "RS256"}
+    implied: dict[tuple[Any, Any], str] = {
+        ("OKP", "Ed25519"): "EdDSA",
+        ("EC", "P-256"): "ES256",
+        ("RSA", None): "RS256",
+    }
     alg = jwk.get("alg") or implied.get((kty, crv))
     if alg not in allowed:
         raise KeyConfigError(f"key {kid!r}: algorithm {alg!r} is not allowed here")
@@ -126,8 +138,13 @@ class TokenKeyring:
     so a flood of random kids cannot turn the bridge against the portal.
     """
 
-    def __init__(self, connection_id: str, settings: TokenConnection, store: Store,
-                 http: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        connection_id: str,
+        settings: TokenConnection,
+        store: Store,
+        http: requests.Session | None = None,
+    ) -> None:
         self._id = connection_id
         self._settings = settings
         self._store = store

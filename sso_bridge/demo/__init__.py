@@ -61,8 +61,9 @@ keys = [{{ kid = "{kid}", alg = "EdDSA", public_key_file = "{portal_key}" }}]
 """
 
 
-def build_demo_app(host: str = "127.0.0.1", port: int = 8000,
-                   var_dir: Path = Path("var/demo")) -> DispatcherMiddleware:
+def build_demo_app(
+    host: str = "127.0.0.1", port: int = 8000, var_dir: Path = Path("var/demo")
+) -> DispatcherMiddleware:
     """The demo's WSGI app: the bridge at /, the portal at /portal, the LMS at /lms.
 
     Serve it threaded: the LMS calls the bridge's discovery, token and userinfo
@@ -97,22 +98,26 @@ def build_demo_app(host: str = "127.0.0.1", port: int = 8000,
         services.db.upgrade()
     sync_clients(services.db, settings)
 
-    portal = create_portal_app(PortalConfig(
-        bridge_url=base_url,
-        connection_id=CONNECTION_ID,
-        issuer=PORTAL_ISSUER,
-        kid=PORTAL_KID,
-        private_key_pem=keys.portal_private_pem,
-        secret_key=keys.portal_flask_secret,
-        base_url=f"{base_url}/portal",
-    ))
-    lms = create_lms_app(LmsConfig(
-        base_url=f"{base_url}/lms",
-        issuer=base_url,
-        client_id=LMS_CLIENT_ID,
-        client_secret=keys.lms_client_secret,
-        secret_key=keys.lms_flask_secret,
-    ))
+    portal = create_portal_app(
+        PortalConfig(
+            bridge_url=base_url,
+            connection_id=CONNECTION_ID,
+            issuer=PORTAL_ISSUER,
+            kid=PORTAL_KID,
+            private_key_pem=keys.portal_private_pem,
+            secret_key=keys.portal_flask_secret,
+            base_url=f"{base_url}/portal",
+        )
+    )
+    lms = create_lms_app(
+        LmsConfig(
+            base_url=f"{base_url}/lms",
+            issuer=base_url,
+            client_id=LMS_CLIENT_ID,
+            client_secret=keys.lms_client_secret,
+            secret_key=keys.lms_flask_secret,
+        )
+    )
     return DispatcherMiddleware(bridge, {"/portal": portal, "/lms": lms})
 
 

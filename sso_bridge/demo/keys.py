@@ -73,14 +73,16 @@ def _token(nbytes: int) -> bytes:
 
 def _ed25519_pem() -> bytes:
     return ed25519.Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
 
 
 def _rsa_pem() -> bytes:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
 
@@ -88,5 +90,6 @@ def _rsa_pem() -> bytes:
 def _public_pem(private_pem: bytes) -> bytes:
     private = serialization.load_pem_private_key(private_pem, password=None)
     return private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+        serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo,
     )

@@ -37,8 +37,21 @@ from .catalogue import COURSES
 
 UNSAFE_TARGET = re.compile(r"[\\\s\x00-\x1f\x7f]|/\.\.?(/|$)")
 # Claims that describe the sign-in, not the person: not kept in the LMS session.
-PROTOCOL_CLAIMS = {"aud", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "azp", "jti",
-                   "auth_time", "acr", "amr", "sid"}
+PROTOCOL_CLAIMS = {
+    "aud",
+    "exp",
+    "iat",
+    "nbf",
+    "nonce",
+    "at_hash",
+    "c_hash",
+    "azp",
+    "jti",
+    "auth_time",
+    "acr",
+    "amr",
+    "sid",
+}
 # What the account card shows: a label, then the claims that may carry it, first found wins.
 ACCOUNT_FIELDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("name", "Name", ("name",)),
@@ -121,7 +134,7 @@ def _is_ours(url: str) -> bool:
         return False
     # Browsers resolve dot segments and treat a backslash as a slash: either would lead
     # out of the LMS's path although the prefix matches.
-    return not UNSAFE_TARGET.search(unquote(url[len(base):]))
+    return not UNSAFE_TARGET.search(unquote(url[len(base) :]))
 
 
 def _start_login(target: str) -> BaseResponse:
@@ -166,8 +179,9 @@ def callback() -> BaseResponse | tuple[str, int]:
         return _error_page(400, _SIGN_IN_FAILED, str(exc.error or "oauth_error"))
     except requests.RequestException:
         session.clear()
-        return _error_page(502, "The learning platform could not reach the identity bridge.",
-                           "bridge_unreachable")
+        return _error_page(
+            502, "The learning platform could not reach the identity bridge.", "bridge_unreachable"
+        )
     # OIDC Core §5.3.4: userinfo for another subject than the ID token must not be used.
     if userinfo.get("sub") != id_claims.get("sub"):
         session.clear()
@@ -183,8 +197,9 @@ def dashboard() -> BaseResponse | str:
     claims = session.get("claims")
     if not claims:
         return _start_login(_here())
-    return render_template("lms_dashboard.html", account=_account(claims), claims=claims,
-                           courses=COURSES.values())
+    return render_template(
+        "lms_dashboard.html", account=_account(claims), claims=claims, courses=COURSES.values()
+    )
 
 
 @bp.get("/courses/<slug>")
@@ -195,8 +210,7 @@ def course(slug: str) -> BaseResponse | str:
     claims = session.get("claims")
     if not claims:
         return _start_login(_here())
-    return render_template("lms_course.html", account=_account(claims), claims=claims,
-                           course=found)
+    return render_template("lms_course.html", account=_account(claims), claims=claims, course=found)
 
 
 @bp.post("/logout")

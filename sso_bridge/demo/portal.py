@@ -88,16 +88,55 @@ class Employee:
 DEMO_EMPLOYEES: dict[str, Employee] = {
     person.employee_id: person
     for person in (
-        Employee("E1001", "ada.lovelace@acme.example", "Ada", "Lovelace", "Engineering",
-                 "London", "en-GB", "E1002", "Principal Engineer", ("engineering", "staff")),
-        Employee("E1002", "grace.hopper@acme.example", "Grace", "Hopper", "Operations",
-                 "Berlin", "de-DE", "E1000", "Head of Operations",
-                 ("managers", "operations", "staff")),
-        Employee("E1003", "alan.turing@acme.example", "Alan", "Turing", "Research",
-                 "Manchester", "en-GB", "E1002", "Research Scientist", ("research", "staff")),
-        Employee("E1004", "mallory.leaver@acme.example", "Mallory", "Leaver", "Sales",
-                 "Leeds", "en-GB", "E1002", "Account Executive", ("sales", "staff"),
-                 employment_status="terminated"),
+        Employee(
+            "E1001",
+            "ada.lovelace@acme.example",
+            "Ada",
+            "Lovelace",
+            "Engineering",
+            "London",
+            "en-GB",
+            "E1002",
+            "Principal Engineer",
+            ("engineering", "staff"),
+        ),
+        Employee(
+            "E1002",
+            "grace.hopper@acme.example",
+            "Grace",
+            "Hopper",
+            "Operations",
+            "Berlin",
+            "de-DE",
+            "E1000",
+            "Head of Operations",
+            ("managers", "operations", "staff"),
+        ),
+        Employee(
+            "E1003",
+            "alan.turing@acme.example",
+            "Alan",
+            "Turing",
+            "Research",
+            "Manchester",
+            "en-GB",
+            "E1002",
+            "Research Scientist",
+            ("research", "staff"),
+        ),
+        Employee(
+            "E1004",
+            "mallory.leaver@acme.example",
+            "Mallory",
+            "Leaver",
+            "Sales",
+            "Leeds",
+            "en-GB",
+            "E1002",
+            "Account Executive",
+            ("sales", "staff"),
+            employment_status="terminated",
+        ),
     )
 }
 
@@ -154,8 +193,9 @@ class Portal:
 bp = Blueprint("portal", __name__)
 
 
-def create_portal_app(config: PortalConfig,
-                      employees: Mapping[str, Employee] | None = None) -> Flask:
+def create_portal_app(
+    config: PortalConfig, employees: Mapping[str, Employee] | None = None
+) -> Flask:
     """The Acme HR portal as a WSGI app, to be mounted at the path of ``config.base_url``."""
     app = Flask(__name__, static_folder="static", template_folder="templates")
     base = urlsplit(config.base_url)
@@ -181,8 +221,9 @@ def create_portal_app(config: PortalConfig,
     return app
 
 
-def mint_handoff_token(portal: Portal, person: Employee, next_path: str | None,
-                       now: float | None = None) -> str:
+def mint_handoff_token(
+    portal: Portal, person: Employee, next_path: str | None, now: float | None = None
+) -> str:
     """A signed handoff token for ``person``, valid for a minute."""
     iat = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
@@ -249,9 +290,14 @@ def open_training() -> str:
     next_path = f"/courses/{slug}" if slug else None
     portal = _portal()
     token = mint_handoff_token(portal, _me(), next_path)
-    return render_template("portal_launch.html", tab="training", action=portal.config.token_url,
-                           token=token, next_path=next_path or "",
-                           course=COURSES.get(slug or ""))
+    return render_template(
+        "portal_launch.html",
+        tab="training",
+        action=portal.config.token_url,
+        token=token,
+        next_path=next_path or "",
+        course=COURSES.get(slug or ""),
+    )
 
 
 @bp.route("/profile", methods=["GET", "POST"])
@@ -261,8 +307,10 @@ def profile() -> BaseResponse | str | tuple[str, int]:
         department = request.form.get("department", "").strip()
         location = request.form.get("location", "").strip()
         if not (PROFILE_VALUE.match(department) and PROFILE_VALUE.match(location)):
-            flash("Department and location need 1 to 80 characters, without control characters.",
-                  "error")
+            flash(
+                "Department and location need 1 to 80 characters, without control characters.",
+                "error",
+            )
             return render_template("portal_profile.html", tab="profile"), 400
         _portal().directory.update(me.employee_id, department=department, location=location)
         flash("Profile saved. Open Training to see the change in the learning platform.")

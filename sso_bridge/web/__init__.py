@@ -10,6 +10,9 @@ from flask import Flask, Response, g, request
 from . import errors, login, ops, token
 
 
+PUBLIC_DOCUMENTS = frozenset({"/.well-known/openid-configuration", "/oauth2/jwks"})
+
+
 def register(app: Flask) -> None:
     """Attach the bridge's routes, error handling and response headers to ``app``."""
     from .provider import init_provider
@@ -44,7 +47,11 @@ def _security_headers(response: Response) -> Response:
     # Codes and deep links travel in URLs: never leak them to another site via Referer.
     headers["Referrer-Policy"] = "no-referrer"
     headers["Cross-Origin-Opener-Policy"] = "same-origin"
-    if not request.path.startswith("/static/"):
+    if request.path in PUBLIC_DOCUMENTS:
+        # Discovery and JWKS are public and change rarely: let the LMS cache them briefly
+        # (a rotated-in key is published before it signs anything; provider_keys.py).
+        headers["Cache-Control"] = "public, max-age=300"
+    elif not request.path.startswith("/static/"):
         headers["Cache-Control"] = "no-store"
     if request.url_root and _base_is_https():
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 
-from flask import Response, g, redirect, request
+from flask import g, redirect, request
+from werkzeug.wrappers import Response
 
 from .. import metrics
 from ..audit import SUCCESS, AuditRecord
@@ -42,20 +43,26 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
     previous = current_session()
     if previous is not None:
         svc.sessions.end(previous.sid)
-    session = svc.sessions.create(provisioned.user_id, provisioned.public_id,
-                                  identity.connection, identity.subject)
-    svc.audit.record(AuditRecord(
-        event="login",
-        outcome=SUCCESS,
-        reason="created" if provisioned.created else "updated" if provisioned.changed
-        else "unchanged",
-        correlation_id=correlation_id(),
-        connection=identity.connection,
-        subject=identity.subject,
-        user_id=provisioned.user_id,
-        remote_addr=request.remote_addr,
-        detail={"changed": list(provisioned.changed)},
-    ))
+    session = svc.sessions.create(
+        provisioned.user_id, provisioned.public_id, identity.connection, identity.subject
+    )
+    svc.audit.record(
+        AuditRecord(
+            event="login",
+            outcome=SUCCESS,
+            reason="created"
+            if provisioned.created
+            else "updated"
+            if provisioned.changed
+            else "unchanged",
+            correlation_id=correlation_id(),
+            connection=identity.connection,
+            subject=identity.subject,
+            user_id=provisioned.user_id,
+            remote_addr=request.remote_addr,
+            detail={"changed": list(provisioned.changed)},
+        )
+    )
     metrics.LOGINS.labels(identity.connection, SUCCESS).inc()
     metrics.LOGIN_SECONDS.labels(identity.connection).observe(
         time.perf_counter() - g.login["started"]
@@ -84,5 +91,10 @@ def set_session_cookie(response: Response, sid: str) -> None:
 
 def clear_session_cookie(response: Response) -> None:
     settings = services().settings
-    response.delete_cookie(settings.session.cookie_name, path="/",
-                           secure=settings.secure_cookies, httponly=True, samesite="Lax")
+    response.delete_cookie(
+        settings.session.cookie_name,
+        path="/",
+        secure=settings.secure_cookies,
+        httponly=True,
+        samesite="Lax",
+    )

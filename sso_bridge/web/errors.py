@@ -44,7 +44,9 @@ def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
 def _http_error(exc: HTTPException) -> Any:
     if exc.code is None or exc.code < 400:
         return exc
-    return _page(exc.code, exc.description or exc.name, exc.name.lower().replace(" ", "_")), exc.code
+    return _page(
+        exc.code, exc.description or exc.name, exc.name.lower().replace(" ", "_")
+    ), exc.code
 
 
 def _unexpected(exc: Exception) -> tuple[str, int]:
@@ -54,29 +56,34 @@ def _unexpected(exc: Exception) -> tuple[str, int]:
     if login is not None:
         _audit_refusal(login, error)
         metrics.LOGINS.labels(login["connection"], error.code).inc()
-    message = "Something went wrong on our side. Please try again; if it keeps happening, " \
-              "tell your IT team and quote the reference below."
+    message = (
+        "Something went wrong on our side. Please try again; if it keeps happening, "
+        "tell your IT team and quote the reference below."
+    )
     return _page(500, message, "internal_error"), 500
 
 
 def _audit_refusal(login: dict[str, Any], exc: BridgeError) -> None:
     detail = {"message": exc.detail, **{k: v for k, v in exc.context.items() if k != "user_id"}}
     try:
-        services().audit.record(AuditRecord(
-            event="login",
-            outcome=FAILURE,
-            reason=exc.code,
-            correlation_id=correlation_id(),
-            connection=login["connection"],
-            subject=login.get("subject"),
-            user_id=exc.context.get("user_id") or login.get("user_id"),
-            remote_addr=request.remote_addr,
-            detail=detail,
-        ))
-    except Exception:  # noqa: BLE001 - the person must still get the page, and the log has it
+        services().audit.record(
+            AuditRecord(
+                event="login",
+                outcome=FAILURE,
+                reason=exc.code,
+                correlation_id=correlation_id(),
+                connection=login["connection"],
+                subject=login.get("subject"),
+                user_id=exc.context.get("user_id") or login.get("user_id"),
+                remote_addr=request.remote_addr,
+                detail=detail,
+            )
+        )
+    except Exception:
         log.exception("audit_write_failed", reason=exc.code)
 
 
 def _page(status: int, message: str, code: str) -> str:
-    return render_template("error.html", status=status, message=message, code=code,
-                           correlation_id=correlation_id())
+    return render_template(
+        "error.html", status=status, message=message, code=code, correlation_id=correlation_id()
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, redirect, render_template, request
+from flask import Blueprint, redirect, render_template, request
+from werkzeug.wrappers import Response
 
 from ..handoff import handoff_url
 from ..logs import get_logger
@@ -45,8 +46,13 @@ def login() -> Response | str:
         for cid, url in startable.items()
     ]
     discovery = any(c.email_domains for c in connections.values())
-    return render_template("login.html", choices=choices, discovery=discovery,
-                           email=email, next=request.args.get("next", ""))
+    return render_template(
+        "login.html",
+        choices=choices,
+        discovery=discovery,
+        email=email,
+        next=request.args.get("next", ""),
+    )
 
 
 @bp.get("/logout")

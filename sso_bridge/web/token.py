@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, request
+from werkzeug.wrappers import Response
 
 from ..errors import MethodNotAllowed, UnknownConnection
 from .complete import begin_login, check_next, finish_login

@@ -5,17 +5,16 @@ Revises:
 Create Date: 2026-11-28 18:14:31.711597
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '0001'
-down_revision: Union[str, Sequence[str], None] = None
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -27,7 +26,6 @@ def upgrade() -> None:
     sa.Column('redirect_uris', sa.JSON(), nullable=False),
     sa.Column('scopes', sa.JSON(), nullable=False),
     sa.Column('initiate_login_uri', sa.Text(), nullable=True),
-    sa.Column('require_pkce', sa.Boolean(), nullable=False),
     sa.Column('enabled', sa.Boolean(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('client_id')
