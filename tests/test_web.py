@@ -175,3 +175,20 @@ def test_unknown_path_shows_the_error_page(client: Any) -> None:
     response = client.get("/nope")
     assert response.status_code == 404
     assert "Reference:" in response.get_data(as_text=True)
+
+
+def test_tokens_and_secrets_never_reach_the_log(
+        make_settings: Callable[..., Settings], mint: Minter, capsys: Any) -> None:
+    from sso_bridge.logs import get_logger
+
+    app = build_app(make_settings(log={"level": "DEBUG", "format": "json"}))
+    get_logger("sso_bridge.test").info("probe", token="abc", client_secret="xyz")
+    client = app.test_client()
+    good, bad = mint(), mint(aud="elsewhere")
+    client.post("/token/acme", data={"token": good, "next": "/courses/x"})
+    client.post("/token/acme", data={"token": good})  # replay
+    client.post("/token/acme", data={"token": bad})
+    output = capsys.readouterr().out
+    assert "token_replayed" in output and "token_audience_mismatch" in output
+    for secret in (good, bad, good.split(".")[2], bad.split(".")[2], "xyz"):
+        assert secret not in output

@@ -1,0 +1,178 @@
+"""The keys a portal signs with: files, inline JWKS, and a JWKS URL that is cached and refetched."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.jwk import OctKey, OKPKey
+
+from sso_bridge import errors
+from sso_bridge.connectors.token import TokenConnector
+from sso_bridge.connectors.token_keys import KeyConfigError, TokenKeyring, load_file_key
+from sso_bridge.keyfiles import generate_private_key, write_public_key
+from sso_bridge.settings import TokenConnection, TokenKeySettings
+from sso_bridge.state import MemoryStore
+
+from .conftest import BASE_URL, Keys
+
+
+class JwksServer:
+    """A portal's JWKS endpoint whose document and availability the test controls."""
+
+    def __init__(self) -> None:
+        self.document: dict[str, Any] = {"keys": []}
+        self.hits = 0
+        self.status = 200
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                owner.hits += 1
+                body = json.dumps(owner.document).encode()
+                self.send_response(owner.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def publish(self, *public_pems: tuple[str, Path]) -> None:
+        keys = []
+        for kid, path in public_pems:
+            jwk = OKPKey.import_key(path.read_bytes()).as_dict()
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "EdDSA"})
+        self.document = {"keys": keys}
+
+
+@pytest.fixture
+def jwks() -> Iterator[JwksServer]:
+    server = JwksServer()
+    yield server
+    server.server.shutdown()
+
+
+def connection(url: str, **extra: Any) -> TokenConnection:
+    return TokenConnection(type="token", issuer="acme-portal", jwks_url=url, **extra)
+
+
+def test_fetched_once_then_cached(jwks: JwksServer, keys: Keys) -> None:
+    jwks.publish(("ed-1", keys.public["ed"]))
+    ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
+    assert ring.find("ed-1") is not None
+    assert ring.find("ed-1") is not None
+    assert jwks.hits == 1
+
+
+def test_unknown_kid_refetches_once_per_interval(jwks: JwksServer, keys: Keys) -> None:
+    jwks.publish(("ed-1", keys.public["ed"]))
+    ring = TokenKeyring("acme", connection(jwks.url, jwks_refetch_interval=60), MemoryStore())
+    assert ring.find("ed-1") is not None
+    # A flood of random kids costs the portal one request, not one per token.
+    for n in range(20):
+        assert ring.find(f"random-{n}") is None
+    assert jwks.hits == 2
+
+
+def test_a_rotated_key_is_accepted_after_the_refetch(jwks: JwksServer, keys: Keys,
+                                                     mint: Any) -> None:
+    jwks.publish(("ed-1", keys.public["ed"]))
+    store = MemoryStore()
+    settings = connection(jwks.url)
+    connector = TokenConnector("acme", settings, BASE_URL, store, 8192)
+    assert connector.verify(mint())["sub"] == "E1001"
+    jwks.publish(("ed-1", keys.public["ed"]), ("ed-2", keys.public["other-ed"]))
+    assert connector.verify(mint(key="other-ed", kid="ed-2"))["sub"] == "E1001"
+    assert jwks.hits == 2
+
+
+def test_unreachable_jwks_refuses_unknown_kids_but_cached_keys_still_work(
+        jwks: JwksServer, keys: Keys) -> None:
+    jwks.publish(("ed-1", keys.public["ed"]))
+    ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
+    assert ring.find("ed-1") is not None
+    jwks.status = 503
+    with pytest.raises(errors.KeySetUnavailable):
+        ring.find("ed-2")
+    assert ring.find("ed-1") is not None
+
+
+def test_a_portal_that_is_down_at_first_use(jwks: JwksServer) -> None:
+    jwks.status = 500
+    ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
+    with pytest.raises(errors.KeySetUnavailable) as info:
+        ring.find("ed-1")
+    assert info.value.status == 503
+
+
+def test_private_and_symmetric_keys_in_a_jwks_are_ignored(jwks: JwksServer, keys: Keys) -> None:
+    private = OKPKey.generate_key("Ed25519").as_dict(private=True)
+    secret = OctKey.generate_key(256).as_dict(private=True)
+    jwks.document = {"keys": [{**private, "kid": "leaked"}, {**secret, "kid": "shared"}]}
+    ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
+    assert ring.find("leaked") is None
+    assert ring.find("shared") is None
+
+
+def test_an_oversized_jwks_is_refused(jwks: JwksServer) -> None:
+    jwks.document = {"keys": [], "padding": "x" * 70_000}
+    ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
+    with pytest.raises(errors.KeySetUnavailable):
+        ring.find("ed-1")
+
+
+def test_inline_jwks_pins_the_algorithm_from_the_key_type(keys: Keys) -> None:
+    jwk = {**OKPKey.import_key(keys.public["ed"].read_bytes()).as_dict(), "kid": "inline-1"}
+    ring = TokenKeyring("acme", TokenConnection(type="token", issuer="x", jwks={"keys": [jwk]}),
+                        MemoryStore())
+    key = ring.find("inline-1")
+    assert key is not None and key.alg == "EdDSA"
+
+
+def test_inline_jwks_with_a_disallowed_algorithm_is_left_out(keys: Keys) -> None:
+    jwk = {**OKPKey.import_key(keys.public["ed"].read_bytes()).as_dict(), "kid": "inline-1"}
+    settings = TokenConnection(type="token", issuer="x", algorithms=["ES256"],
+                               jwks={"keys": [jwk]})
+    assert TokenKeyring("acme", settings, MemoryStore()).find("inline-1") is None
+
+
+def test_file_key_must_fit_its_algorithm(keys: Keys) -> None:
+    with pytest.raises(KeyConfigError, match="does not fit ES256"):
+        load_file_key(TokenKeySettings(kid="k", alg="ES256", public_key_file=keys.public["ed"]))
+
+
+def test_short_rsa_keys_are_refused(tmp_path: Path) -> None:
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    write_public_key(tmp_path / "weak.pem", weak.public_key())
+    with pytest.raises(KeyConfigError, match="2048"):
+        load_file_key(TokenKeySettings(kid="k", alg="RS256", public_key_file=tmp_path / "weak.pem"))
+
+
+def test_short_hmac_secrets_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "short.secret").write_bytes(b"x" * 31)
+    with pytest.raises(KeyConfigError, match="32 bytes"):
+        load_file_key(TokenKeySettings(kid="k", alg="HS256", secret_file=tmp_path / "short.secret"))
+
+
+def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(KeyConfigError, match="nope.pem"):
+        load_file_key(TokenKeySettings(kid="k", alg="EdDSA", public_key_file=tmp_path / "nope.pem"))
+
+
+def test_generated_keys_load(tmp_path: Path) -> None:
+    for kind, alg in (("ed25519", "EdDSA"), ("ec", "ES256"), ("rsa", "RS256")):
+        write_public_key(tmp_path / f"{kind}.pem", generate_private_key(kind).public_key())
+        spec = TokenKeySettings(kid="k", alg=alg, public_key_file=tmp_path / f"{kind}.pem")
+        assert load_file_key(spec).alg == alg
