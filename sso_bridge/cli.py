@@ -15,6 +15,7 @@ import click
 from .settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
+REGISTERED_CLAIMS = frozenset({"iss", "aud", "sub", "iat", "exp", "nbf", "jti"})
 
 
 def _settings(ctx: click.Context) -> Settings:
@@ -230,6 +231,11 @@ def token_mint(
         name, sep, value = item.partition("=")
         if not sep:
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--claim")
+        if name in REGISTERED_CLAIMS:
+            raise click.BadParameter(
+                f"{name} is set by the command itself (use --sub, --lifetime)",
+                param_hint="--claim",
+            )
         payload[name] = [g for g in value.split(",") if g] if name == "groups" else value
     if next_path:
         payload["next"] = next_path
@@ -244,10 +250,11 @@ def token_mint(
 def token_verify(
     ctx: click.Context, connection_id: str, token_value: str | None, as_json: bool
 ) -> None:
-    """Check TOKEN (or standard input) exactly as POST /token/<id> would, without using it up.
+    """Check TOKEN (or standard input) as POST /token/<id> checks it, without using it up.
 
-    Every check runs, with the connection's keys; only the replay check uses a
-    store private to this command, so verifying never consumes the token's jti.
+    Every check of the token and its attributes runs, with the connection's keys;
+    the replay check uses a store private to this command, so verifying never
+    consumes the jti. The `next` allow-list and provisioning are not part of it.
     """
     from .connectors.token import TokenConnector
     from .errors import BridgeError

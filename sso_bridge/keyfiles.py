@@ -55,6 +55,8 @@ def signing_key(path: Path) -> tuple[Key, str]:
     if isinstance(private, ed25519.Ed25519PrivateKey):
         return OKPKey.import_key(private), "EdDSA"
     if isinstance(private, ec.EllipticCurvePrivateKey):
+        if not isinstance(private.curve, ec.SECP256R1):
+            raise ValueError(f"{path}: only EC keys on P-256 (ES256) are supported")
         return ECKey.import_key(private), "ES256"
     if isinstance(private, rsa.RSAPrivateKey):
         return RSAKey.import_key(private), "RS256"

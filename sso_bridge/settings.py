@@ -41,9 +41,9 @@ CONFIG_ENV = "SSO_BRIDGE_CONFIG"
 SECRETS_DIR_ENV = "SSO_BRIDGE_SECRETS_DIR"
 
 # A connection id appears in URLs that IdP admins paste into their systems: keep it a slug.
-SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # Key ids are compared, never used as paths; the pattern gives bad ones a clear error.
-KID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+KID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 
 TokenAlgorithm = Literal["EdDSA", "ES256", "RS256", "HS256"]
 IdentityField = Literal[
@@ -183,7 +183,7 @@ class ProviderSettings(Section):
 class TokenKeySettings(Section):
     """One key a portal signs handoff tokens with."""
 
-    kid: str = Field(pattern=KID.pattern)
+    kid: str = Field(pattern=f"^{KID.pattern}$")
     """Key id the token header names in `kid`."""
     alg: TokenAlgorithm
     """The one algorithm this key may be used with; a token naming another is refused."""
@@ -304,7 +304,7 @@ class Settings(BaseSettings):
     @classmethod
     def _check_slugs(cls, value: dict[str, Any]) -> dict[str, Any]:
         for slug in value:
-            if not SLUG.match(slug):
+            if not SLUG.fullmatch(slug):
                 raise ValueError(f"connection id {slug!r} must be a lowercase slug (a-z, 0-9, -)")
         return value
 

@@ -176,3 +176,17 @@ def test_generated_keys_load(tmp_path: Path) -> None:
         write_public_key(tmp_path / f"{kind}.pem", generate_private_key(kind).public_key())
         spec = TokenKeySettings(kid="k", alg=alg, public_key_file=tmp_path / f"{kind}.pem")
         assert load_file_key(spec).alg == alg
+
+
+def test_an_unknown_kid_on_an_empty_cache_costs_one_fetch(jwks: JwksServer, keys: Keys) -> None:
+    jwks.publish(("ed-1", keys.public["ed"]))
+    ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
+    assert ring.find("ed-9") is None
+    assert jwks.hits == 1
+
+
+def test_a_redirecting_jwks_url_is_reported_as_such(jwks: JwksServer) -> None:
+    jwks.status = 302
+    ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
+    with pytest.raises(errors.KeySetUnavailable, match="HTTP 302"):
+        ring.find("ed-1")

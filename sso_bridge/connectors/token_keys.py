@@ -108,7 +108,7 @@ def _pin_jwk(jwk: Any, allowed: list[str]) -> PinnedKey:
     if not isinstance(jwk, dict):
         raise KeyConfigError("a JWK must be an object")
     kid = jwk.get("kid")
-    if not isinstance(kid, str) or not KID.match(kid):
+    if not isinstance(kid, str) or not KID.fullmatch(kid):
         raise KeyConfigError("a JWK needs a kid of letters, digits, '.', '_' or '-'")
     if jwk.get("use", "sig") != "sig":
         raise KeyConfigError(f"key {kid!r} is not a signing key")
@@ -165,9 +165,14 @@ class TokenKeyring:
             return self._static[kid]
         if self._settings.jwks_url is None:
             return None
-        keys = self._remote_keys(refresh=False)
+        cached = self._store.get(self._cache_key())
+        if cached is None:
+            # Nothing cached: this fetch is already fresh, so an unknown kid in it is
+            # final for this call (no second fetch).
+            return self._remote_keys(self._refresh()).get(kid)
+        keys = self._remote_keys(cached)
         if kid not in keys and self._may_refetch():
-            keys = self._remote_keys(refresh=True)
+            keys = self._remote_keys(self._refresh())
         return keys.get(kid)
 
     def _cache_key(self) -> str:
@@ -177,11 +182,12 @@ class TokenKeyring:
         interval = self._settings.jwks_refetch_interval
         return self._store.add(f"jwks-refetch:{self._id}", "1", interval)
 
-    def _remote_keys(self, refresh: bool) -> dict[str, PinnedKey]:
-        raw = None if refresh else self._store.get(self._cache_key())
-        if raw is None:
-            raw = self._fetch()
-            self._store.set(self._cache_key(), raw, self._settings.jwks_cache_seconds)
+    def _refresh(self) -> str:
+        raw = self._fetch()
+        self._store.set(self._cache_key(), raw, self._settings.jwks_cache_seconds)
+        return raw
+
+    def _remote_keys(self, raw: str) -> dict[str, PinnedKey]:
         if raw != self._remote_raw:
             # Parse once per distinct document, not once per login.
             self._remote = parse_jwks(json.loads(raw), list(self._settings.algorithms))
@@ -193,7 +199,10 @@ class TokenKeyring:
         assert url is not None
         try:
             response = self._http.get(url, timeout=5, allow_redirects=False, stream=True)
-            response.raise_for_status()
+            if response.status_code != 200:
+                # Redirects are not followed (the configured URL is the trusted one), so a
+                # 3xx is reported as what it is rather than as unparseable JSON.
+                raise KeySetUnavailable(f"JWKS at {url} answered HTTP {response.status_code}")
             body = response.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
             if len(body) > MAX_JWKS_BYTES:
                 raise KeySetUnavailable(f"JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes")
