@@ -33,7 +33,7 @@ class JwksServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 owner.hits += 1
                 body = json.dumps(owner.document).encode()
                 self.send_response(owner.status)
@@ -167,7 +167,7 @@ def test_short_hmac_secrets_are_refused(tmp_path: Path) -> None:
 
 
 def test_a_missing_key_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(KeyConfigError, match="nope.pem"):
+    with pytest.raises(KeyConfigError, match=r"nope\.pem"):
         load_file_key(TokenKeySettings(kid="k", alg="EdDSA", public_key_file=tmp_path / "nope.pem"))
 
 

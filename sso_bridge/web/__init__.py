@@ -9,7 +9,6 @@ from flask import Flask, Response, g, request
 
 from . import errors, login, ops, token
 
-
 PUBLIC_DOCUMENTS = frozenset({"/.well-known/openid-configuration", "/oauth2/jwks"})
 
 
