@@ -482,23 +482,24 @@ def test_request_body_over_the_limit(client: Any) -> None:
 
 
 @pytest.mark.parametrize("param", ["foo", "iss", "cty", "enc", "zip", "x5t#S256"])
-def test_any_other_header_parameter_is_named_and_refused(connector: TokenConnector,
-                                                         param: str) -> None:
+def test_any_other_header_parameter_is_named_and_refused(
+    connector: TokenConnector, param: str
+) -> None:
     token = _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-1", param: "x"})
     with pytest.raises(errors.ForbiddenHeader) as info:
         connector.verify(token)
     assert param in info.value.detail
 
 
-def test_a_trailing_newline_is_not_a_valid_kid_or_segment(connector: TokenConnector,
-                                                          mint: Minter) -> None:
+def test_a_trailing_newline_is_not_a_valid_kid_or_segment(
+    connector: TokenConnector, mint: Minter
+) -> None:
     token = _attacker_signed({"alg": "EdDSA", "typ": "handoff+jwt", "kid": "ed-1\n"})
     assert refused(connector, token) == "token_kid_invalid"
     assert refused(connector, mint() + "\n") == "token_malformed"
 
 
-def test_an_attribute_error_does_not_burn_the_jti(connector: TokenConnector,
-                                                  mint: Minter) -> None:
+def test_an_attribute_error_does_not_burn_the_jti(connector: TokenConnector, mint: Minter) -> None:
     jti = uuid.uuid4().hex
     with pytest.raises(errors.InvalidAttribute):
         connector.complete({"token": mint(jti=jti, email="not-an-address")})

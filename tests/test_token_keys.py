@@ -86,8 +86,9 @@ def test_unknown_kid_refetches_once_per_interval(jwks: JwksServer, keys: Keys) -
     assert jwks.hits == 2
 
 
-def test_a_rotated_key_is_accepted_after_the_refetch(jwks: JwksServer, keys: Keys,
-                                                     mint: Any) -> None:
+def test_a_rotated_key_is_accepted_after_the_refetch(
+    jwks: JwksServer, keys: Keys, mint: Any
+) -> None:
     jwks.publish(("ed-1", keys.public["ed"]))
     store = MemoryStore()
     settings = connection(jwks.url)
@@ -99,7 +100,8 @@ def test_a_rotated_key_is_accepted_after_the_refetch(jwks: JwksServer, keys: Key
 
 
 def test_unreachable_jwks_refuses_unknown_kids_but_cached_keys_still_work(
-        jwks: JwksServer, keys: Keys) -> None:
+    jwks: JwksServer, keys: Keys
+) -> None:
     jwks.publish(("ed-1", keys.public["ed"]))
     ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
     assert ring.find("ed-1") is not None
@@ -135,16 +137,16 @@ def test_an_oversized_jwks_is_refused(jwks: JwksServer) -> None:
 
 def test_inline_jwks_pins_the_algorithm_from_the_key_type(keys: Keys) -> None:
     jwk = {**OKPKey.import_key(keys.public["ed"].read_bytes()).as_dict(), "kid": "inline-1"}
-    ring = TokenKeyring("acme", TokenConnection(type="token", issuer="x", jwks={"keys": [jwk]}),
-                        MemoryStore())
+    ring = TokenKeyring(
+        "acme", TokenConnection(type="token", issuer="x", jwks={"keys": [jwk]}), MemoryStore()
+    )
     key = ring.find("inline-1")
     assert key is not None and key.alg == "EdDSA"
 
 
 def test_inline_jwks_with_a_disallowed_algorithm_is_left_out(keys: Keys) -> None:
     jwk = {**OKPKey.import_key(keys.public["ed"].read_bytes()).as_dict(), "kid": "inline-1"}
-    settings = TokenConnection(type="token", issuer="x", algorithms=["ES256"],
-                               jwks={"keys": [jwk]})
+    settings = TokenConnection(type="token", issuer="x", algorithms=["ES256"], jwks={"keys": [jwk]})
     assert TokenKeyring("acme", settings, MemoryStore()).find("inline-1") is None
 
 
