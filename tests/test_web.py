@@ -178,7 +178,8 @@ def test_unknown_path_shows_the_error_page(client: Any) -> None:
 
 
 def test_tokens_and_secrets_never_reach_the_log(
-        make_settings: Callable[..., Settings], mint: Minter, capsys: Any) -> None:
+    make_settings: Callable[..., Settings], mint: Minter, capsys: Any
+) -> None:
     from sso_bridge.logs import get_logger
 
     app = build_app(make_settings(log={"level": "DEBUG", "format": "json"}))
