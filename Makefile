@@ -25,7 +25,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
-demo: $(STAMP)
+# The demo needs no servers, only a Python that can make a venv (python3-venv on Debian).
+demo:
+	scripts/install-system-deps.sh --demo
+	$(MAKE) --no-print-directory $(STAMP)
 	$(BIN)/sso-bridge demo
 
 # The system packages come first: the tests start their own redis-server and PostgreSQL.

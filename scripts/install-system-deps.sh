@@ -12,7 +12,15 @@ has_deb() {
     dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | grep -q '^ii'
 }
 
+# --demo: only what `make demo` needs (a working `python3 -m venv`); the demo runs on
+# embedded defaults and needs no servers.
+mode=${1:-test}
+
 missing=()
+
+if [[ $mode == --demo ]]; then
+    "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+else
 
 # The tests start their own redis-server and PostgreSQL cluster (tests/services.py).
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
@@ -28,6 +36,8 @@ command -v node >/dev/null 2>&1 || missing+=(nodejs)
 for pkg in php-cli php-xml php-mbstring simplesamlphp; do
     has_deb "$pkg" || missing+=("$pkg")
 done
+
+fi
 
 if ((${#missing[@]} == 0)); then
     exit 0
