@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from .settings import Settings, load_settings
 
@@ -25,6 +26,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         MAX_FORM_MEMORY_SIZE=settings.limits.max_request_bytes,
         PREFERRED_URL_SCHEME="https" if settings.secure_cookies else "http",
     )
+    if settings.trusted_proxies:
+        # Only the client address comes from the proxies' headers; URLs never do (base_url).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.extensions["sso_bridge"] = build_services(settings)
     register(app)
     return app

@@ -54,6 +54,22 @@ class NextNotAllowed(BridgeError):
     )
 
 
+class RateLimited(BridgeError):
+    code = "rate_limited"
+    status = 429
+    public_message = (
+        "Too many sign-in attempts from your network. Please wait a minute and try again."
+    )
+
+
+class OriginNotAllowed(BridgeError):
+    code = "origin_not_allowed"
+    status = 403
+    public_message = (
+        "This sign-in was sent from a page that is not your company portal, so we stopped it."
+    )
+
+
 class NoLogin(BridgeError):
     code = "login_required"
     status = 401

@@ -17,10 +17,23 @@ SECRET_KEYS = re.compile(
 )
 
 
+# JWS/JWT-shaped strings (three base64url parts): tokens, wherever they appear in a message.
+JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+")
+# Credentials inside a message that another library formatted from a dict ('access_token': '…').
+QUOTED_SECRET = re.compile(
+    r"""(['"](?:access_token|id_token|refresh_token|code|code_verifier|client_secret|token)['"]"""
+    r"""\s*:\s*['"])[^'"]+"""
+)
+
+
 def _redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     for key in list(event):
         if key != "event" and SECRET_KEYS.search(key):
             event[key] = "[redacted]"
+    message = event.get("event")
+    if isinstance(message, str):
+        message = JWT_SHAPE.sub("[redacted-jwt]", message)
+        event["event"] = QUOTED_SECRET.sub(r"\1[redacted]", message)
     return event
 
 
@@ -58,8 +71,12 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    # werkzeug's access log prints full query strings, which may hold codes or tokens.
+    # werkzeug's access log prints full query strings, which may hold codes or tokens, and
+    # Authlib and urllib3 print issued tokens and request details at DEBUG: keep those
+    # libraries above DEBUG even when the bridge itself is debugged.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    for noisy in ("authlib", "urllib3"):
+        logging.getLogger(noisy).setLevel(max(logging.getLevelName(level), logging.INFO))
 
 
 def get_logger(name: str) -> Any:

@@ -81,7 +81,9 @@ class Provisioner:
             else:
                 user = link.user
                 if user.blocked:
-                    raise AccountBlocked(f"blocked by an administrator: {user.blocked_reason}")
+                    raise AccountBlocked(
+                        f"blocked by an administrator: {user.blocked_reason}", user_id=user.id
+                    )
                 created, changed = False, _apply(user, identity)
             if not identity.active:
                 # Record the new status and suspend the LMS account, then refuse once the

@@ -115,6 +115,8 @@ class LimitsSettings(Section):
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     """Largest signed handoff token accepted, in bytes."""
+    logins_per_minute: int = Field(default=60, ge=1, le=100_000)
+    """Login attempts one client address may make per connection and minute; more get a 429."""
 
 
 class LogSettings(Section):
@@ -233,7 +235,9 @@ class TokenConnection(ConnectionBase):
     jwks_cache_seconds: int = Field(default=300, ge=10, le=86400)
     """How long a fetched JWKS is trusted before it is fetched again."""
     jwks_refetch_interval: int = Field(default=30, ge=1, le=3600)
-    """Least seconds between two refetches caused by an unknown `kid`."""
+    """Least seconds between two fetches caused by an unknown `kid` or an empty cache (across all instances)."""
+    jwks_stale_seconds: int = Field(default=3600, ge=0, le=7 * 86400)
+    """How long the last good JWKS may still be used when the URL fails after the cache expired; 0 refuses at once."""
     max_lifetime: int = Field(default=120, ge=10, le=600)
     """Longest accepted `exp` - `iat`, in seconds."""
     leeway: int = Field(default=30, ge=0, le=300)
@@ -242,6 +246,17 @@ class TokenConnection(ConnectionBase):
     """Also accept the token as a GET query parameter (it then lands in browser history and proxy logs)."""
     portal_url: str | None = None
     """Where `/login` sends people to start from their portal."""
+    allowed_origins: list[str] = []
+    """Origins (`https://host[:port]`) whose pages may post tokens; a post from any other origin is refused. Empty: the origin of `portal_url`, or any origin when that is unset too."""
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parts = urlsplit(origin)
+            if parts.scheme not in ("https", "http") or not parts.netloc or parts.path:
+                raise ValueError(f"{origin!r} is not an origin like https://portal.example.com")
+        return value
 
     @field_validator("jwks_url", "portal_url")
     @classmethod
@@ -292,6 +307,8 @@ class Settings(BaseSettings):
     """The bridge as OpenID Provider toward the LMS."""
     connections: dict[str, Connection] = {}
     """Upstream connections, by slug (the `<id>` in `/token/<id>`, `/saml/<id>/…`)."""
+    trusted_proxies: int = Field(default=0, ge=0, le=5)
+    """How many reverse proxies in front of the bridge append to `X-Forwarded-For`; their entries give the client address used for rate limits and audit. 0 trusts none."""
     var_dir: Path = Path("var")
     """Directory for files the bridge writes (SQLite database, cached metadata)."""
 
@@ -320,6 +337,14 @@ class Settings(BaseSettings):
     @property
     def secure_cookies(self) -> bool:
         return self.base_url.startswith("https://")
+
+    @property
+    def session_cookie(self) -> str:
+        """The session cookie's name; on https with the `__Host-` prefix, which makes
+        browsers refuse it unless it is Secure, host-only and for path `/` (so a sibling
+        subdomain cannot plant or overwrite it)."""
+        name = self.session.cookie_name
+        return f"__Host-{name}" if self.secure_cookies else name
 
     @classmethod
     def settings_customise_sources(

@@ -506,3 +506,119 @@ def test_an_attribute_error_does_not_burn_the_jti(connector: TokenConnector, min
     assert connector.complete({"token": mint(jti=jti)}).identity.subject == "E1001"
     with pytest.raises(errors.ReplayedToken):
         connector.complete({"token": mint(jti=jti)})
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"exp": NaN}',
+        b'{"exp": Infinity}',
+        b'{"sub": "E1001", "sub": "E0001-ceo"}',
+        b'["not", "an", "object"]',
+    ],
+)
+def test_payloads_that_are_not_plain_json_objects(
+    connector: TokenConnector, keys: Any, payload: bytes
+) -> None:
+    secret = keys.hs_secret.read_bytes().strip()
+    body = payload
+    if payload.startswith(b"{"):
+        base = json.dumps(claims())[1:-1].encode()
+        body = b"{" + base + b", " + payload[1:]
+    header = b64(json.dumps({"alg": "HS256", "typ": "handoff+jwt", "kid": "hs-1"}).encode())
+    signing_input = f"{header}.{b64(body)}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    assert refused(connector, f"{signing_input}.{b64(signature)}") == "token_malformed"
+
+
+@pytest.mark.parametrize(
+    ("claim_overrides", "form", "reason"),
+    [
+        ({"jti": "fixed"}, {}, "token_replayed"),
+        ({"iat": int(time.time()) - 200, "exp": int(time.time()) - 100}, {}, "token_expired"),
+        ({"aud": "https://elsewhere.example/token/acme"}, {}, "token_audience_mismatch"),
+        ({}, {"next": "https://evil.example/"}, "next_not_allowed"),
+        ({"employment_status": "terminated"}, {}, "user_blocked"),
+        ({"email": "not-an-address"}, {}, "attribute_invalid"),
+    ],
+)
+def test_web_refusals_audit_and_provision_nothing(
+    app: Any,
+    client: Any,
+    mint: Minter,
+    claim_overrides: dict[str, Any],
+    form: dict[str, str],
+    reason: str,
+) -> None:
+    if reason == "token_replayed":
+        # The jti was used by another login (another person, another browser).
+        first = mint(jti="fixed", sub="E9")
+        assert app.test_client().post("/token/acme", data={"token": first}).status_code == 303
+    response = client.post("/token/acme", data={"token": mint(**claim_overrides), **form})
+    assert 400 <= response.status_code < 500
+    assert reason in response.get_data(as_text=True)
+    assert "Set-Cookie" not in response.headers
+    users, reasons = _counts(app)
+    assert reasons[-1] == reason
+    assert users == (1 if reason == "token_replayed" else 0)
+
+
+def test_session_fixation_a_planted_session_id_is_replaced(
+    app: Any, client: Any, mint: Minter
+) -> None:
+    services = app.extensions["sso_bridge"]
+    planted = services.sessions.create(999, "planted", "acme", "E999")
+    client.set_cookie(services.settings.session_cookie, planted.sid)
+    response = client.post("/token/acme", data={"token": mint()})
+    assert response.status_code == 303
+    new_sid = client.get_cookie(services.settings.session_cookie).value
+    assert new_sid != planted.sid
+    assert services.sessions.get(planted.sid) is None
+    assert services.sessions.get(new_sid).subject == "E1001"
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        ("http://127.0.0.1:5000", True),  # the origin of portal_url
+        (None, True),  # no page to forge from (a server-side client)
+        ("https://evil.example", False),
+        ("null", False),
+        ("http://127.0.0.1:5001", False),
+    ],
+)
+def test_tokens_are_accepted_only_from_the_portals_origin(
+    app: Any, client: Any, mint: Minter, origin: str | None, allowed: bool
+) -> None:
+    headers = {"Origin": origin} if origin else {}
+    response = client.post("/token/acme", data={"token": mint()}, headers=headers)
+    if allowed:
+        assert response.status_code == 303
+    else:
+        assert response.status_code == 403
+        assert "origin_not_allowed" in response.get_data(as_text=True)
+        assert _counts(app) == (0, ["origin_not_allowed"])
+
+
+def test_rate_limit_per_client_and_connection(
+    make_settings: Callable[..., Settings], mint: Minter
+) -> None:
+    from .conftest import build_app
+
+    app = build_app(make_settings(limits={"logins_per_minute": 3}))
+    client = app.test_client()
+    statuses = [client.post("/token/acme", data={"token": "a.b.c"}).status_code for _ in range(6)]
+    assert statuses == [400, 400, 400, 429, 429, 429]
+    # Another client address has its own budget.
+    other = client.post(
+        "/token/acme", data={"token": mint()}, environ_base={"REMOTE_ADDR": "10.9.8.7"}
+    )
+    assert other.status_code == 303
+    # Only the first refusal over the limit is audited.
+    assert _counts(app)[1].count("rate_limited") == 1
+
+
+def test_refusals_before_any_route_are_audited(app: Any, client: Any) -> None:
+    assert client.put("/token/acme", data={"token": "x"}).status_code == 405
+    assert client.post("/token/nope", data={"token": "x"}).status_code == 404
+    assert _counts(app)[1] == ["method_not_allowed", "unknown_connection"]

@@ -142,7 +142,7 @@ class Bridge:
         """A test client holding a bridge session for this user."""
         client = self.client()
         session = self.services.sessions.create(user_id, public_id, "portal", subject)
-        client.set_cookie(self.settings.session.cookie_name, session.sid)
+        client.set_cookie(self.settings.session_cookie, session.sid)
         return client
 
 
@@ -340,9 +340,7 @@ def test_jwks_publishes_public_keys_with_thumbprint_kids(bridge: Bridge, key_dir
 def test_full_code_flow_with_pkce(bridge: Bridge) -> None:
     user_id, public_id = bridge.add_user()
     browser = bridge.signed_in(user_id, public_id)
-    session = bridge.services.sessions.get(
-        browser.get_cookie(bridge.settings.session.cookie_name).value
-    )
+    session = bridge.services.sessions.get(browser.get_cookie(bridge.settings.session_cookie).value)
     assert session is not None
 
     flow = authorize(browser)
@@ -778,7 +776,7 @@ def test_no_session_shows_the_start_from_your_portal_page(bridge: Bridge) -> Non
 
 def test_unknown_session_cookie_is_no_session(bridge: Bridge) -> None:
     browser = bridge.client()
-    browser.set_cookie(bridge.settings.session.cookie_name, secrets.token_urlsafe(32))
+    browser.set_cookie(bridge.settings.session_cookie, secrets.token_urlsafe(32))
     assert_page(authorize(browser).response, 401, "login_required")
 
 

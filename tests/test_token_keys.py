@@ -192,3 +192,82 @@ def test_a_redirecting_jwks_url_is_reported_as_such(jwks: JwksServer) -> None:
     ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
     with pytest.raises(errors.KeySetUnavailable, match="HTTP 302"):
         ring.find("ed-1")
+
+
+def test_unsigned_tokens_with_random_kids_cause_no_fetch_flood(jwks: JwksServer) -> None:
+    jwks.status = 503
+    connector = TokenConnector(
+        "acme", connection(jwks.url, jwks_refetch_interval=3600), BASE_URL, MemoryStore(), 8192
+    )
+    import base64
+
+    def unsigned(kid: str) -> str:
+        header = base64.urlsafe_b64encode(
+            json.dumps({"alg": "EdDSA", "typ": "handoff+jwt", "kid": kid}).encode()
+        ).rstrip(b"=")
+        return f"{header.decode()}.e30."
+
+    for n in range(25):
+        with pytest.raises(errors.BadSignature):
+            connector.verify(unsigned(f"random-{n}"))
+    assert jwks.hits == 0
+
+
+def test_a_failing_portal_is_asked_once_per_interval_while_the_cache_is_empty(
+    jwks: JwksServer,
+) -> None:
+    jwks.status = 503
+    ring = TokenKeyring("acme", connection(jwks.url, jwks_refetch_interval=3600), MemoryStore())
+    for n in range(10):
+        with pytest.raises(errors.KeySetUnavailable):
+            ring.find(f"k{n}")
+    assert jwks.hits == 1
+
+
+def test_the_last_good_copy_serves_when_the_portal_fails_after_expiry(
+    jwks: JwksServer, keys: Keys
+) -> None:
+    jwks.publish(("ed-1", keys.public["ed"]))
+    store = MemoryStore()
+    ring = TokenKeyring("acme", connection(jwks.url), store)
+    assert ring.find("ed-1") is not None
+    store.delete("jwks:acme")  # the cache expired
+    store.delete("jwks-fetch:acme")
+    jwks.status = 503
+    assert ring.find("ed-1") is not None  # stale-if-error, bounded by jwks_stale_seconds
+    store.delete("jwks-last-good:acme")  # ... and past that bound
+    store.delete("jwks-fetch:acme")
+    with pytest.raises(errors.KeySetUnavailable):
+        ring.find("ed-1")
+
+
+@pytest.mark.parametrize(
+    "jwk",
+    [
+        {"kty": "EC", "crv": "P-999", "x": "AA", "y": "AA", "alg": "ES256"},
+        {"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA", "alg": "ES256"},
+        {"kty": "OKP", "crv": "X25519", "x": "AA"},
+    ],
+)
+def test_unsupported_curves_are_left_out_not_crashed_on(jwks: JwksServer, jwk: Any) -> None:
+    jwks.document = {"keys": [{**jwk, "kid": "k"}]}
+    ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
+    assert ring.find("k") is None
+
+
+def test_short_rsa_keys_in_a_jwks_are_left_out(jwks: JwksServer) -> None:
+    from joserfc.jwk import RSAKey
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
+    jwks.document = {"keys": [{**RSAKey.import_key(weak).as_dict(), "kid": "weak"}]}
+    assert TokenKeyring("acme", connection(jwks.url), MemoryStore()).find("weak") is None
+
+
+@pytest.mark.parametrize(
+    "url", ["http://portal.example.com/jwks", "file:///etc/passwd", "ftp://portal/jwks"]
+)
+def test_jwks_url_must_be_https(url: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        connection(url)

@@ -193,3 +193,110 @@ def test_tokens_and_secrets_never_reach_the_log(
     assert "token_replayed" in output and "token_audience_mismatch" in output
     for secret in (good, bad, good.split(".")[2], bad.split(".")[2], "xyz"):
         assert secret not in output
+
+
+def test_a_debug_code_flow_logs_no_code_or_token(
+    make_settings: Callable[..., Settings], mint: Minter, capsys: Any
+) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from .conftest import CLIENT_SECRET
+    from .test_provider import basic, s256
+
+    app = build_app(make_settings(log={"level": "DEBUG", "format": "json"}))
+    client = app.test_client()
+    assert client.post("/token/acme", data={"token": mint()}).status_code == 303
+    verifier = "v" * 64
+    authorized = client.get(
+        "/oauth2/authorize",
+        query_string={
+            "response_type": "code",
+            "client_id": "lms",
+            "redirect_uri": f"{LMS_URL}/callback",
+            "scope": "openid profile",
+            "state": "st",
+            "code_challenge": s256(verifier),
+            "code_challenge_method": "S256",
+        },
+    )
+    code = parse_qs(urlsplit(authorized.headers["Location"]).query)["code"][0]
+    tokens = client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": f"{LMS_URL}/callback",
+            "code_verifier": verifier,
+        },
+        headers=basic("lms", CLIENT_SECRET),
+    ).json
+    output = capsys.readouterr().out
+    for secret in (code, verifier, tokens["access_token"], tokens["id_token"], CLIENT_SECRET):
+        assert secret not in output
+
+
+def test_https_session_cookie_has_the_host_prefix(
+    make_settings: Callable[..., Settings], keys: Any
+) -> None:
+    settings = make_settings(base_url="https://sso.example.com")
+    assert settings.session_cookie == "__Host-sso_bridge_session"
+    assert make_settings().session_cookie == "sso_bridge_session"
+
+
+def test_client_address_comes_from_trusted_proxies_only(
+    make_settings: Callable[..., Settings], mint: Minter
+) -> None:
+    from sqlalchemy import select
+
+    from sso_bridge.models import AuditEvent
+
+    for hops, expected in ((0, "127.0.0.1"), (1, "203.0.113.9")):
+        app = build_app(make_settings(trusted_proxies=hops))
+        app.test_client().post(
+            "/token/acme",
+            data={"token": mint()},
+            headers={"X-Forwarded-For": "198.51.100.1, 203.0.113.9"},
+        )
+        with app.extensions["sso_bridge"].db.session() as session:
+            addr = session.scalars(select(AuditEvent.remote_addr)).all()[-1]
+        assert addr == expected
+
+
+def test_oidc_endpoints_fail_closed_when_redis_is_down(
+    make_settings: Callable[..., Settings], redis_server: Any, mint: Minter
+) -> None:
+    from .conftest import CLIENT_SECRET
+    from .test_provider import basic, s256
+
+    app = build_app(make_settings(store={"url": redis_server.url, "timeout": 0.5}))
+    client = app.test_client()
+    assert client.post("/token/acme", data={"token": mint()}).status_code == 303
+    redis_server.stop()
+    try:
+        authorize = client.get(
+            "/oauth2/authorize",
+            query_string={
+                "response_type": "code",
+                "client_id": "lms",
+                "redirect_uri": f"{LMS_URL}/callback",
+                "scope": "openid",
+                "code_challenge": s256("v" * 64),
+                "code_challenge_method": "S256",
+            },
+        )
+        token = client.post(
+            "/oauth2/token",
+            data={
+                "grant_type": "authorization_code",
+                "code": "x",
+                "code_verifier": "v" * 64,
+                "redirect_uri": f"{LMS_URL}/callback",
+            },
+            headers=basic("lms", CLIENT_SECRET),
+        )
+    finally:
+        redis_server.start()
+    assert authorize.status_code == 503
+    assert "Location" not in authorize.headers
+    assert token.status_code == 503
+    assert "access_token" not in token.get_data(as_text=True)

@@ -15,7 +15,7 @@ import json
 import re
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from joserfc import jws
@@ -104,9 +104,11 @@ class TokenConnector:
         if len(token) > self._max_bytes:
             raise errors.TokenTooLarge(f"token has {len(token)} bytes, limit {self._max_bytes}")
         header, payload, signature = _split(token)
-        key = self._key_for(header)
+        alg, kid = _check_header(header, self.settings.algorithms)
+        # An unsigned token is refused before its kid can cause any key lookup or fetch.
         if not signature:
             raise errors.BadSignature("the signature is empty")
+        key = self._key_for(kid, alg)
         try:
             with warnings.catch_warnings():
                 # joserfc warns that RFC 9864 deprecates the name "EdDSA"; it is still the
@@ -121,25 +123,7 @@ class TokenConnector:
         self._check_claims(claims)
         return claims
 
-    def _key_for(self, header: dict[str, Any]) -> Any:
-        alg = header.get("alg")
-        if not isinstance(alg, str):
-            raise errors.MalformedToken("the header has no alg")
-        if alg.lower() == "none":
-            raise errors.ForbiddenAlgorithm("alg none is never accepted")
-        if alg not in self.settings.algorithms:
-            raise errors.ForbiddenAlgorithm(f"alg {alg[:32]!r} is not allowed on this connection")
-        forbidden = set(header) - ALLOWED_HEADERS
-        if forbidden:
-            raise errors.ForbiddenHeader(f"header parameters {sorted(forbidden)} are not accepted")
-        typ = header.get("typ")
-        if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES:
-            raise errors.InvalidType("typ must be handoff+jwt")
-        kid = header.get("kid")
-        if kid is None:
-            raise errors.MissingKeyId("the header has no kid")
-        if not isinstance(kid, str) or not KID.fullmatch(kid):
-            raise errors.InvalidKeyId("kid has characters other than letters, digits, . _ -")
+    def _key_for(self, kid: str, alg: str) -> Any:
         key = self._keys.find(kid)
         if key is None:
             raise errors.UnknownKey(f"no key with kid {kid!r}")
@@ -192,6 +176,29 @@ class TokenConnector:
         digest = hashlib.sha256(f"{claims['iss']}\0{claims['jti']}".encode()).hexdigest()
         if not self._store.add(f"jti:{self.connection_id}:{digest}", "1", ttl):
             raise errors.ReplayedToken("this jti was already used")
+
+
+def _check_header(header: dict[str, Any], allowed: Collection[str]) -> tuple[str, str]:
+    """The header's alg and kid, after every check that needs no key."""
+    alg = header.get("alg")
+    if not isinstance(alg, str):
+        raise errors.MalformedToken("the header has no alg")
+    if alg.lower() == "none":
+        raise errors.ForbiddenAlgorithm("alg none is never accepted")
+    if alg not in allowed:
+        raise errors.ForbiddenAlgorithm(f"alg {alg[:32]!r} is not allowed on this connection")
+    forbidden = set(header) - ALLOWED_HEADERS
+    if forbidden:
+        raise errors.ForbiddenHeader(f"header parameters {sorted(forbidden)} are not accepted")
+    typ = header.get("typ")
+    if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES:
+        raise errors.InvalidType("typ must be handoff+jwt")
+    kid = header.get("kid")
+    if kid is None:
+        raise errors.MissingKeyId("the header has no kid")
+    if not isinstance(kid, str) or not KID.fullmatch(kid):
+        raise errors.InvalidKeyId("kid has characters other than letters, digits, . _ -")
+    return alg, kid
 
 
 def _split(token: str) -> tuple[dict[str, Any], bytes, str]:

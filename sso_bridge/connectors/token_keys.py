@@ -9,6 +9,7 @@ the token being verified.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ log = get_logger("sso_bridge.connectors.token")
 MIN_HMAC_SECRET = 32
 MIN_RSA_BITS = 2048
 MAX_JWKS_BYTES = 64 * 1024
+FETCH_SECONDS = 5
 PUBLIC_PARAMS = ("kty", "crv", "x", "y", "n", "e")
 
 
@@ -91,7 +93,7 @@ def parse_jwks(data: Any, allowed: list[str]) -> dict[str, PinnedKey]:
     for jwk in data["keys"]:
         try:
             pinned = _pin_jwk(jwk, allowed)
-        except (KeyConfigError, JoseError, ValueError, TypeError) as exc:
+        except (KeyConfigError, JoseError, ValueError, TypeError, KeyError) as exc:
             log.warning(
                 "jwks_key_skipped",
                 kid=str(jwk.get("kid"))[:128] if isinstance(jwk, dict) else None,
@@ -121,7 +123,9 @@ def _pin_jwk(jwk: Any, allowed: list[str]) -> PinnedKey:
         ("EC", "P-256"): "ES256",
         ("RSA", None): "RS256",
     }
-    alg = jwk.get("alg") or implied.get((kty, crv))
+    if (kty, crv) not in implied:
+        raise KeyConfigError(f"key {kid!r}: key type {kty!r} on curve {crv!r} is not supported")
+    alg = jwk.get("alg") or implied[(kty, crv)]
     if alg not in allowed:
         raise KeyConfigError(f"key {kid!r}: algorithm {alg!r} is not allowed here")
     # Only the public parameters are imported: `key_ops`, `x5c` and the like are ignored.
@@ -148,7 +152,11 @@ class TokenKeyring:
         self._id = connection_id
         self._settings = settings
         self._store = store
-        self._http = http or requests.Session()
+        if http is None:
+            http = requests.Session()
+            # No proxy settings or .netrc credentials from the environment for this request.
+            http.trust_env = False
+        self._http = http
         self._static: dict[str, PinnedKey] = {}
         for spec in settings.keys:
             self._static[spec.kid] = load_file_key(spec)
@@ -165,26 +173,47 @@ class TokenKeyring:
             return self._static[kid]
         if self._settings.jwks_url is None:
             return None
-        cached = self._store.get(self._cache_key())
+        cached = self._store.get(self._key("jwks"))
         if cached is None:
-            # Nothing cached: this fetch is already fresh, so an unknown kid in it is
-            # final for this call (no second fetch).
-            return self._remote_keys(self._refresh()).get(kid)
+            # Nothing cached: this fetch is fresh, so an unknown kid in it is final for
+            # this call (no second fetch).
+            return self._remote_keys(self._cold_fetch()).get(kid)
         keys = self._remote_keys(cached)
-        if kid not in keys and self._may_refetch():
+        if kid not in keys and self._store.add(
+            self._key("jwks-refetch"), "1", self._settings.jwks_refetch_interval
+        ):
             keys = self._remote_keys(self._refresh())
         return keys.get(kid)
 
-    def _cache_key(self) -> str:
-        return f"jwks:{self._id}"
+    def _key(self, kind: str) -> str:
+        return f"{kind}:{self._id}"
 
-    def _may_refetch(self) -> bool:
-        interval = self._settings.jwks_refetch_interval
-        return self._store.add(f"jwks-refetch:{self._id}", "1", interval)
+    def _cold_fetch(self) -> str:
+        """Fetch with nothing cached: at most once per refetch interval, across instances.
+
+        Without this gate a flood of unsigned tokens with random kids would turn every
+        request into a fetch whenever the cache is empty, above all while the portal is
+        down (failures are not cached). Between attempts, or when the attempt fails, the
+        last good copy serves for up to ``jwks_stale_seconds``.
+        """
+        if self._store.add(self._key("jwks-fetch"), "1", self._settings.jwks_refetch_interval):
+            try:
+                return self._refresh()
+            except KeySetUnavailable:
+                stale = self._store.get(self._key("jwks-last-good"))
+                if stale is None:
+                    raise
+                log.warning("jwks_stale_copy_used", connection=self._id)
+                return stale
+        stale = self._store.get(self._key("jwks-last-good"))
+        if stale is None:
+            raise KeySetUnavailable("the JWKS is not cached and was fetched moments ago")
+        return stale
 
     def _refresh(self) -> str:
         raw = self._fetch()
-        self._store.set(self._cache_key(), raw, self._settings.jwks_cache_seconds)
+        self._store.set(self._key("jwks"), raw, self._settings.jwks_cache_seconds)
+        self._store.set(self._key("jwks-last-good"), raw, self._settings.jwks_stale_seconds)
         return raw
 
     def _remote_keys(self, raw: str) -> dict[str, PinnedKey]:
@@ -198,19 +227,32 @@ class TokenKeyring:
         url = self._settings.jwks_url
         assert url is not None
         try:
-            response = self._http.get(url, timeout=5, allow_redirects=False, stream=True)
-            if response.status_code != 200:
-                # Redirects are not followed (the configured URL is the trusted one), so a
-                # 3xx is reported as what it is rather than as unparseable JSON.
-                raise KeySetUnavailable(f"JWKS at {url} answered HTTP {response.status_code}")
-            body = response.raw.read(MAX_JWKS_BYTES + 1, decode_content=True)
-            if len(body) > MAX_JWKS_BYTES:
-                raise KeySetUnavailable(f"JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes")
+            with self._http.get(
+                url, timeout=FETCH_SECONDS, allow_redirects=False, stream=True
+            ) as response:
+                if response.status_code != 200:
+                    # Redirects are not followed (the configured URL is the trusted one),
+                    # so a 3xx is reported as what it is, not as unparseable JSON.
+                    raise KeySetUnavailable(f"JWKS at {url} answered HTTP {response.status_code}")
+                body = _read_bounded(response, url)
             text = body.decode("utf-8")
             parse_jwks(json.loads(text), list(self._settings.algorithms))
         except KeySetUnavailable:
             raise
-        except (requests.RequestException, ValueError, KeyConfigError) as exc:
+        except (requests.RequestException, ValueError, KeyError, KeyConfigError) as exc:
             raise KeySetUnavailable(f"JWKS at {url}: {type(exc).__name__}") from exc
         log.info("jwks_fetched", connection=self._id, url=url)
         return text
+
+
+def _read_bounded(response: requests.Response, url: str) -> bytes:
+    """The body, refused past MAX_JWKS_BYTES or FETCH_SECONDS in total (not per read)."""
+    deadline = time.monotonic() + FETCH_SECONDS
+    body = bytearray()
+    for chunk in response.iter_content(8192):
+        body += chunk
+        if len(body) > MAX_JWKS_BYTES:
+            raise KeySetUnavailable(f"JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes")
+        if time.monotonic() > deadline:
+            raise KeySetUnavailable(f"JWKS at {url} took longer than {FETCH_SECONDS}s")
+    return bytes(body)

@@ -14,14 +14,26 @@ from werkzeug.wrappers import Response
 from .. import metrics
 from ..audit import SUCCESS, AuditRecord
 from ..connectors.base import Verified
+from ..errors import RateLimited
 from ..handoff import handoff_url
 from ..redirects import safe_next
 from .context import correlation_id, current_session, services
 
 
-def begin_login(connection_id: str) -> None:
-    """Mark this request as a login, so a refusal is audited and counted for the connection."""
+def begin_login(connection_id: str | None) -> None:
+    """Mark this request as a login (a refusal is audited and counted), and rate-limit it.
+
+    ``connection_id`` is None for a connection that does not exist: still audited, but
+    counted under one label, so made-up ids cannot grow the metrics without bound.
+    """
     g.login = {"connection": connection_id, "started": time.perf_counter()}
+    limit = services().settings.limits.logins_per_minute
+    attempts = services().store.incr(f"rate:{connection_id}:{request.remote_addr}", 60)
+    if attempts > limit:
+        # Only the first refusal of a window is audited: a flood must not become a flood
+        # of audit rows. The log still has every one.
+        g.login["quiet"] = attempts > limit + 1
+        raise RateLimited(f"{attempts} attempts in a minute from {request.remote_addr}")
 
 
 def check_next(value: str | None) -> str:
@@ -79,7 +91,7 @@ def set_session_cookie(response: Response, sid: str) -> None:
     # navigation from another site, which Lax allows; cross-site POSTs and subresource
     # requests never carry the session. No cross-site POST needs this cookie.
     response.set_cookie(
-        settings.session.cookie_name,
+        settings.session_cookie,
         sid,
         max_age=settings.session.lifetime,
         secure=settings.secure_cookies,
@@ -92,7 +104,7 @@ def set_session_cookie(response: Response, sid: str) -> None:
 def clear_session_cookie(response: Response) -> None:
     settings = services().settings
     response.delete_cookie(
-        settings.session.cookie_name,
+        settings.session_cookie,
         path="/",
         secure=settings.secure_cookies,
         httponly=True,

@@ -20,7 +20,7 @@ def absolute_url(path: str) -> str:
 def current_session() -> BridgeSession | None:
     """The bridge session of this browser, if any (looked up once per request)."""
     if "bridge_session" not in g:
-        cookie = request.cookies.get(services().settings.session.cookie_name)
+        cookie = request.cookies.get(services().settings.session_cookie)
         g.bridge_session = services().sessions.get(cookie)
     return g.bridge_session  # type: ignore[no-any-return]
 

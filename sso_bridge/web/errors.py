@@ -28,12 +28,14 @@ def register(app: Flask) -> None:
     app.register_error_handler(Exception, _unexpected)
 
 
+# Paths where every refusal is a refused login, even one raised before a route runs
+# (a 405 for PUT, say): those are audited too.
+LOGIN_PATHS = ("/token/", "/saml/", "/oidc/")
+
+
 def _bridge_error(exc: BridgeError) -> tuple[str, int]:
-    login = g.get("login")
     log.warning("refused", reason=exc.code, detail=exc.detail, status=exc.status)
-    if login is not None:
-        _audit_refusal(login, exc)
-        metrics.LOGINS.labels(login["connection"], exc.code).inc()
+    _refused_login(exc.code, exc.detail, exc.context)
     return _page(exc.status, exc.public_message, exc.code), exc.status
 
 
@@ -44,18 +46,14 @@ def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
 def _http_error(exc: HTTPException) -> Any:
     if exc.code is None or exc.code < 400:
         return exc
-    return _page(
-        exc.code, exc.description or exc.name, exc.name.lower().replace(" ", "_")
-    ), exc.code
+    code = exc.name.lower().replace(" ", "_")
+    _refused_login(code, f"HTTP {exc.code} {request.method}", {})
+    return _page(exc.code, exc.description or exc.name, code), exc.code
 
 
 def _unexpected(exc: Exception) -> tuple[str, int]:
     log.exception("unexpected_error")
-    error = BridgeError(f"unexpected {type(exc).__name__}")
-    login = g.get("login")
-    if login is not None:
-        _audit_refusal(login, error)
-        metrics.LOGINS.labels(login["connection"], error.code).inc()
+    _refused_login("internal_error", f"unexpected {type(exc).__name__}", {})
     message = (
         "Something went wrong on our side. Please try again; if it keeps happening, "
         "tell your IT team and quote the reference below."
@@ -63,24 +61,36 @@ def _unexpected(exc: Exception) -> tuple[str, int]:
     return _page(500, message, "internal_error"), 500
 
 
-def _audit_refusal(login: dict[str, Any], exc: BridgeError) -> None:
-    detail = {"message": exc.detail, **{k: v for k, v in exc.context.items() if k != "user_id"}}
+def _refused_login(code: str, detail: str, context: dict[str, Any]) -> None:
+    """Audit and count a refusal if this request was a login."""
+    login = g.get("login")
+    if login is None:
+        if not request.path.startswith(LOGIN_PATHS):
+            return
+        login = {"connection": None}
+    metrics.LOGINS.labels(login["connection"] or "unknown", code).inc()
+    if login.get("quiet"):
+        return
     try:
         services().audit.record(
             AuditRecord(
                 event="login",
                 outcome=FAILURE,
-                reason=exc.code,
+                reason=code,
                 correlation_id=correlation_id(),
                 connection=login["connection"],
                 subject=login.get("subject"),
-                user_id=exc.context.get("user_id") or login.get("user_id"),
+                user_id=context.get("user_id") or login.get("user_id"),
                 remote_addr=request.remote_addr,
-                detail=detail,
+                detail={
+                    "message": detail,
+                    "path": request.path[:200],
+                    **{k: v for k, v in context.items() if k != "user_id"},
+                },
             )
         )
     except Exception:
-        log.exception("audit_write_failed", reason=exc.code)
+        log.exception("audit_write_failed", reason=code)
 
 
 def _page(status: int, message: str, code: str) -> str:
