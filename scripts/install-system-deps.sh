@@ -32,6 +32,9 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 # Any node will do: a developer may have one from elsewhere.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 
+# The browser flow tests drive a real headless Chromium (tests/flows/test_browser.py).
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+
 # The SAML flow tests will run a real IdP (SimpleSAMLphp) under php's built-in server.
 for pkg in php-cli php-xml php-mbstring simplesamlphp; do
     has_deb "$pkg" || missing+=("$pkg")

@@ -347,7 +347,11 @@ def _security_headers(response: Response) -> Response:
         "frame-ancestors 'none'; base-uri 'none'"
     )
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # Not "no-referrer" (nor "same-origin"): with those, browsers send `Origin: null` on
+    # the cross-origin POST to the bridge, which then cannot tell the portal's page from a
+    # stranger's and refuses the token (origin_not_allowed). This policy sends the origin
+    # only, never the path.
+    response.headers["Referrer-Policy"] = "strict-origin-when-cross-origin"
     if request.endpoint != "static":
         # The handoff page holds a live token: never keep it in a cache or the history.
         response.headers["Cache-Control"] = "no-store"

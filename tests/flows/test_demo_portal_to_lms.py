@@ -3,57 +3,16 @@
 from __future__ import annotations
 
 import re
-import socket
 import stat
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from html import unescape
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pytest
 import requests
-from werkzeug.serving import make_server
 
 from sso_bridge.demo import build_demo_app
 
-HOST = "127.0.0.1"
-
-
-@dataclass
-class Demo:
-    base: str
-    var_dir: Path
-    http: requests.Session
-
-    def url(self, path: str) -> str:
-        return self.base + path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
-    port = _free_port()
-    var_dir = tmp_path / "demo"
-    # Threaded, as in `sso-bridge demo`: the LMS calls the bridge from inside a request.
-    server = make_server(HOST, port, build_demo_app(HOST, port, var_dir), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    http = requests.Session()
-    http.trust_env = False  # never through a proxy: the server is on loopback
-    try:
-        yield Demo(f"http://{HOST}:{port}", var_dir, http)
-    finally:
-        http.close()
-        server.shutdown()
-        thread.join(timeout=10)
-        server.server_close()
+from .conftest import HOST, Demo
 
 
 class _Forms(HTMLParser):
