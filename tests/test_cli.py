@@ -44,6 +44,27 @@ def run(*args: str) -> Any:
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+def mint(config: str | Path, key_file: Path, sub: str, *extra: str) -> str:
+    """`sso-bridge token mint` for connection acme with key id ed-1; the printed token."""
+    result = run(
+        "--config",
+        str(config),
+        "token",
+        "mint",
+        "--connection",
+        "acme",
+        "--key",
+        str(key_file),
+        "--kid",
+        "ed-1",
+        "--sub",
+        sub,
+        *extra,
+    )
+    assert result.exit_code == 0, result.output
+    return str(result.output.strip())
+
+
 def test_check_passes_on_a_good_configuration(tmp_path: Path, keys: Keys) -> None:
     result = run("--config", str(config_file(tmp_path, keys)), "check", "--json")
     rows = json.loads(result.output)
@@ -82,18 +103,9 @@ def test_a_bad_configuration_stops_other_commands(tmp_path: Path, keys: Keys) ->
 
 def test_mint_then_verify_without_consuming(tmp_path: Path, keys: Keys) -> None:
     path = str(config_file(tmp_path, keys))
-    minted = run(
-        "--config",
+    token = mint(
         path,
-        "token",
-        "mint",
-        "--connection",
-        "acme",
-        "--key",
-        str(keys.private["ed"]),
-        "--kid",
-        "ed-1",
-        "--sub",
+        keys.private["ed"],
         "E42",
         "--claim",
         "email=e42@example.com",
@@ -102,8 +114,6 @@ def test_mint_then_verify_without_consuming(tmp_path: Path, keys: Keys) -> None:
         "--next",
         "/courses/x",
     )
-    assert minted.exit_code == 0
-    token = minted.output.strip()
     for _ in range(2):  # verifying twice: the jti is not consumed
         result = run("--config", path, "token", "verify", "--connection", "acme", "--json", token)
         data = json.loads(result.output)
@@ -115,21 +125,8 @@ def test_mint_then_verify_without_consuming(tmp_path: Path, keys: Keys) -> None:
 
 def test_verify_names_the_reason(tmp_path: Path, keys: Keys) -> None:
     path = str(config_file(tmp_path, keys))
-    minted = run(
-        "--config",
-        path,
-        "token",
-        "mint",
-        "--connection",
-        "acme",
-        "--key",
-        str(keys.private["other-ed"]),
-        "--kid",
-        "ed-1",
-        "--sub",
-        "E42",
-    )
-    result = run("--config", path, "token", "verify", "--connection", "acme", minted.output)
+    token = mint(path, keys.private["other-ed"], "E42")
+    result = run("--config", path, "token", "verify", "--connection", "acme", token)
     assert result.exit_code == 1
     assert result.output.startswith("INVALID token_signature_invalid")
 
@@ -141,22 +138,7 @@ def test_users_and_audit_after_a_login(tmp_path: Path, keys: Keys) -> None:
 
     path = config_file(tmp_path, keys)
     app = build_app(load_settings(path))
-    token = run(
-        "--config",
-        str(path),
-        "token",
-        "mint",
-        "--connection",
-        "acme",
-        "--key",
-        str(keys.private["ed"]),
-        "--kid",
-        "ed-1",
-        "--sub",
-        "E7",
-        "--claim",
-        "email=e7@example.com",
-    ).output.strip()
+    token = mint(path, keys.private["ed"], "E7", "--claim", "email=e7@example.com")
     assert app.test_client().post("/token/acme", data={"token": token}).status_code == 303
     assert app.test_client().post("/token/acme", data={"token": token}).status_code == 400
     users = json.loads(run("--config", str(path), "users", "list", "--json").output)
