@@ -8,6 +8,7 @@ import structlog
 from flask import Flask, Response, g, request
 
 from . import errors, login, ops, token
+from .context import services
 
 PUBLIC_DOCUMENTS = frozenset({"/.well-known/openid-configuration", "/oauth2/jwks"})
 
@@ -52,12 +53,6 @@ def _security_headers(response: Response) -> Response:
         headers["Cache-Control"] = "public, max-age=300"
     elif not request.path.startswith("/static/"):
         headers["Cache-Control"] = "no-store"
-    if request.url_root and _base_is_https():
+    if services().settings.secure_cookies:
         headers["Strict-Transport-Security"] = "max-age=31536000; includeSubDomains"
     return response
-
-
-def _base_is_https() -> bool:
-    from .context import services
-
-    return services().settings.secure_cookies
