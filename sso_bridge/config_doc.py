@@ -16,14 +16,14 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .settings import Settings, TokenConnection
+from .settings import SamlConnection, Settings, TokenConnection
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 BEGIN = "<!-- BEGIN GENERATED REFERENCE -->"
 END = "<!-- END GENERATED REFERENCE -->"
 
 # Tables that repeat (a list or a dict of them), documented under a placeholder key.
-CONNECTION_TYPES: list[type[BaseModel]] = [TokenConnection]
+CONNECTION_TYPES: list[type[BaseModel]] = [TokenConnection, SamlConnection]
 
 
 def render() -> str:

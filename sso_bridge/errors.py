@@ -25,6 +25,10 @@ class BridgeError(Exception):
         self.detail = detail
         self.context = context
 
+    def public_hint(self) -> str | None:
+        """A further line for the page, only where it is safe and useful to show."""
+        return None
+
 
 # -- requests the bridge refuses before any protocol runs --------------------------------
 
@@ -181,15 +185,179 @@ class KeySetUnavailable(InvalidAssertion):
     )
 
 
+# -- SAML ----------------------------------------------------------------------------------
+
+
+class SamlRefused(InvalidAssertion):
+    """A SAML message that is not exactly valid."""
+
+    code = "saml_invalid"
+    public_message = (
+        "Your company's sign-in service sent a message we could not accept. "
+        "Please go back to your portal and try again; if it keeps happening, "
+        "tell your IT team and quote the reference below."
+    )
+
+
+class SamlMissing(SamlRefused):
+    code = "saml_response_missing"
+
+
+class SamlTooLarge(SamlRefused):
+    code = "saml_too_large"
+    status = 413
+
+
+class SamlMalformed(SamlRefused):
+    code = "saml_malformed"
+
+
+class SamlXmlForbidden(SamlRefused):
+    """A DTD, entity, comment or processing instruction: never needed, often an attack."""
+
+    code = "saml_xml_forbidden"
+
+
+class SamlSchemaInvalid(SamlRefused):
+    code = "saml_schema_invalid"
+
+
+class SamlAlgorithmForbidden(SamlRefused):
+    code = "saml_algorithm_forbidden"
+
+
+class SamlTransformForbidden(SamlRefused):
+    code = "saml_transform_forbidden"
+
+
+class SamlSignatureMissing(SamlRefused):
+    code = "saml_signature_missing"
+
+
+class SamlSignatureInvalid(SamlRefused):
+    code = "saml_signature_invalid"
+
+
+class SamlSignatureWrapping(SamlRefused):
+    code = "saml_signature_wrapping"
+
+
+class SamlDecryptionFailed(SamlRefused):
+    code = "saml_decryption_failed"
+
+
+class SamlNotEncrypted(SamlRefused):
+    code = "saml_not_encrypted"
+
+
+class SamlStatusNotSuccess(SamlRefused):
+    code = "saml_status_not_success"
+    public_message = (
+        "Your company's sign-in service did not sign you in (it may have been cancelled). "
+        "Please go back to your portal and try again."
+    )
+
+
+class SamlIssuerMismatch(SamlRefused):
+    code = "saml_issuer_mismatch"
+
+
+class SamlAudienceMismatch(SamlRefused):
+    code = "saml_audience_mismatch"
+
+
+class SamlDestinationMismatch(SamlRefused):
+    code = "saml_destination_mismatch"
+
+
+class SamlRecipientMismatch(SamlRefused):
+    code = "saml_recipient_mismatch"
+
+
+class SamlSubjectConfirmationInvalid(SamlRefused):
+    code = "saml_subject_confirmation_invalid"
+
+
+class SamlExpired(SamlRefused):
+    code = "saml_expired"
+    public_message = (
+        "Your sign-in took too long or your computer's clock is off. "
+        "Please go back to your portal and try again."
+    )
+
+
+class SamlNotYetValid(SamlRefused):
+    code = "saml_not_yet_valid"
+
+
+class SamlAssertionIncomplete(SamlRefused):
+    code = "saml_assertion_incomplete"
+
+
+class SamlDuplicateAttribute(SamlRefused):
+    code = "saml_duplicate_attribute"
+
+
+class SamlNameIdMissing(SamlRefused):
+    code = "saml_name_id_missing"
+
+
+class SamlNameIdTransient(SamlRefused):
+    code = "saml_name_id_transient"
+
+
+class SamlInResponseToUnknown(SamlRefused):
+    code = "saml_in_response_to_unknown"
+    public_message = (
+        "This sign-in was not started here, or it was already completed or took too long. "
+        "Please go back to your portal and try again."
+    )
+
+
+class SamlUnsolicited(SamlRefused):
+    code = "saml_unsolicited"
+    public_message = (
+        "Sign-in must start from the learning platform for this connection. "
+        "Please use the link your IT team gave you."
+    )
+
+
+class SamlReplayed(SamlRefused):
+    code = "saml_replayed"
+    public_message = (
+        "This sign-in message was already used. Please go back to your portal and try again."
+    )
+
+
+class SamlMetadataUnavailable(SamlRefused):
+    code = "saml_metadata_unavailable"
+    status = 503
+    public_message = (
+        "Sign-in through your company is temporarily unavailable. Please try again later."
+    )
+
+
+class SamlLogoutInvalid(SamlRefused):
+    code = "saml_logout_invalid"
+
+
 # -- identity and provisioning ------------------------------------------------------------
 
 
 class MissingAttribute(BridgeError):
     code = "attribute_missing"
     public_message = (
-        "Your portal did not send all the information the learning platform needs. "
-        "Please tell your IT team; the reference below names what is missing."
+        "Your company's sign-in service did not send all the information the learning "
+        "platform needs. Please tell your IT team and quote the reference below."
     )
+
+    def public_hint(self) -> str | None:
+        # The attribute's name is configuration, not a secret, and it is exactly what the
+        # IdP admin must release: say it on the page.
+        return (
+            f"For your IT team: the attribute “{self.context.get('attribute')}” was not "
+            "released to the learning platform."
+        )
 
 
 class InvalidAttribute(BridgeError):

@@ -55,30 +55,35 @@ def map_identity(
     connection: ConnectionBase,
     subject: str,
     attributes: Mapping[str, Any],
-    defaults: Mapping[str, str],
+    defaults: Mapping[str, str | tuple[str, ...]],
 ) -> Identity:
     """Build the identity from upstream ``attributes`` through the connection's mapping.
 
-    ``defaults`` are the connector's own attribute names; the connection's
-    ``attributes`` table overrides them field by field.
+    ``defaults`` are the connector's own attribute names for each field (one name,
+    or several tried in order); the connection's ``attributes`` table replaces them,
+    field by field, with one exact name. ``groups`` is the one multi-valued field:
+    every other field must carry exactly one value.
     """
-    names: dict[str, str] = dict(defaults)
+    names: dict[str, tuple[str, ...]] = {
+        name: (value,) if isinstance(value, str) else value for name, value in defaults.items()
+    }
     for target, upstream in connection.attributes.items():
-        names[target] = upstream
+        names[target] = (upstream,)
     values: dict[str, Any] = {}
-    for field_name, source in names.items():
-        raw = attributes.get(source)
-        if raw is None or raw == "" or raw == []:
+    for field_name, candidates in names.items():
+        source = next((c for c in candidates if _present(attributes.get(c))), None)
+        if source is None:
             continue
+        raw = attributes[source]
         if field_name == "groups":
             values["groups"] = _groups(source, raw)
         else:
             values[field_name] = _single(field_name, source, raw)
     for required in connection.required_attributes:
         if required not in values:
+            expected = names.get(required, (required,))[0]
             raise MissingAttribute(
-                f"{required} (upstream name {names.get(required, required)!r}) was not sent",
-                attribute=names.get(required, required),
+                f"{required} (upstream name {expected!r}) was not sent", attribute=expected
             )
     status = values.get("employment_status")
     active = status is None or status.lower() in {s.lower() for s in connection.active_statuses}
@@ -88,6 +93,10 @@ def map_identity(
         active=active,
         **values,
     )
+
+
+def _present(value: Any) -> bool:
+    return value is not None and value != "" and value != []
 
 
 def _subject(value: Any) -> str:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .audit import Auditor
 from .connectors.base import Connector
+from .connectors.saml import SamlConnector
 from .connectors.token import TokenConnector
 from .db import Database
 from .lms import build_adapter
@@ -47,6 +48,10 @@ def build_services(settings: Settings) -> Services:
                 settings.base_url,
                 store,
                 settings.limits.max_token_bytes,
+            )
+        elif connection.type == "saml":
+            connectors[connection_id] = SamlConnector(
+                connection_id, connection, settings.base_url, store, settings.var_dir
             )
     return Services(
         settings=settings,

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from .state import Store
 
@@ -22,6 +23,8 @@ class BridgeSession:
     connection: str
     subject: str
     auth_time: int
+    protocol: dict[str, Any] = field(default_factory=dict)
+    """What the connector needs later, such as the SAML NameID and SessionIndex for logout."""
 
 
 class Sessions:
@@ -29,7 +32,14 @@ class Sessions:
         self._store = store
         self.lifetime = lifetime
 
-    def create(self, user_id: int, public_id: str, connection: str, subject: str) -> BridgeSession:
+    def create(
+        self,
+        user_id: int,
+        public_id: str,
+        connection: str,
+        subject: str,
+        protocol: dict[str, Any] | None = None,
+    ) -> BridgeSession:
         """A new session with a fresh id: never reuse one, so a planted id cannot be fixed."""
         session = BridgeSession(
             sid=secrets.token_urlsafe(32),
@@ -38,6 +48,7 @@ class Sessions:
             connection=connection,
             subject=subject,
             auth_time=int(time.time()),
+            protocol=protocol or {},
         )
         self._store.set(_key(session.sid), json.dumps(asdict(session)), self.lifetime)
         return session

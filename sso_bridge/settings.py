@@ -275,7 +275,76 @@ class TokenConnection(ConnectionBase):
         return self
 
 
-Connection = Annotated[TokenConnection, Field(discriminator="type")]
+SamlNameIdFormat = Literal["persistent", "emailAddress", "unspecified", "transient"]
+
+
+class SamlConnection(ConnectionBase):
+    """An HR portal or identity provider that signs people in with SAML 2.0 (docs/saml.md)."""
+
+    type: Literal["saml"]
+    """Connection kind."""
+    idp_metadata_url: str | None = None
+    """The IdP's metadata URL: fetched at start and refreshed on a schedule; the last good copy is kept under `var_dir` and used while the URL fails."""
+    idp_metadata_file: Path | None = None
+    """The IdP's metadata as a file (instead of a URL)."""
+    idp_entity_id: str | None = None
+    """Which entity to use when the metadata describes several IdPs (an aggregate)."""
+    idp_metadata_signing_cert_file: Path | None = None
+    """PEM certificate the metadata must be signed with; unsigned or wrongly signed metadata is then refused."""
+    idp_cert_files: list[Path] = []
+    """Extra IdP signing certificates (PEM) trusted besides those in the metadata, e.g. during a rollover."""
+    metadata_refresh_seconds: int = Field(default=3600, ge=60, le=7 * 86400)
+    """How often the metadata URL is fetched again."""
+    sp_entity_id: str | None = None
+    """This SP's entity id for the connection; default `<base_url>/saml/<id>/metadata`."""
+    sp_key_file: Path | None = None
+    """PEM private key of this SP: signs AuthnRequests, LogoutRequests and metadata, and decrypts encrypted assertions."""
+    sp_cert_file: Path | None = None
+    """PEM certificate for `sp_key_file`, published in the SP metadata."""
+    sp_next_cert_file: Path | None = None
+    """The next SP certificate, published in the metadata ahead of a key rollover (`sso-bridge certs rotate`)."""
+    sign_authn_requests: bool = False
+    """Sign AuthnRequests (needs `sp_key_file`)."""
+    want_response_signed: bool = False
+    """Also require the Response itself to be signed (assertions must always be)."""
+    want_assertions_encrypted: bool = False
+    """Refuse assertions that are not encrypted to this SP (needs `sp_key_file`)."""
+    allow_unsolicited: bool = False
+    """Accept IdP-initiated logins (a Response without InResponseTo): the Training tab launch of most HR portals. The deep link then comes from RelayState."""
+    name_id_format: SamlNameIdFormat = "persistent"
+    """NameID format asked for in AuthnRequests."""
+    subject_attribute: str | None = None
+    """Take the stable subject from this attribute instead of the NameID (required when the IdP only sends transient NameIDs)."""
+    clock_skew: int = Field(default=60, ge=0, le=300)
+    """Seconds of clock difference tolerated on NotBefore and NotOnOrAfter of the Conditions."""
+    max_response_bytes: int = Field(default=256 * 1024, ge=4096, le=4 * 1024 * 1024)
+    """Largest decoded SAMLResponse accepted, in bytes."""
+    slo: bool = True
+    """Single logout: end the IdP session on /logout, and accept the IdP's signed LogoutRequests."""
+
+    @field_validator("idp_metadata_url")
+    @classmethod
+    def _check_metadata_url(cls, value: str | None) -> str | None:
+        return None if value is None else _https_or_loopback(value)
+
+    @model_validator(mode="after")
+    def _check_sources(self) -> SamlConnection:
+        if (self.idp_metadata_url is None) == (self.idp_metadata_file is None):
+            raise ValueError("a SAML connection needs exactly one of idp_metadata_url, idp_metadata_file")
+        if (self.sp_key_file is None) != (self.sp_cert_file is None):
+            raise ValueError("sp_key_file and sp_cert_file go together")
+        needs_key = self.sign_authn_requests or self.want_assertions_encrypted
+        if needs_key and self.sp_key_file is None:
+            raise ValueError("sign_authn_requests and want_assertions_encrypted need sp_key_file")
+        if self.name_id_format == "transient" and self.subject_attribute is None:
+            raise ValueError(
+                "a transient NameID changes at every login, so it cannot key an account: "
+                "set subject_attribute to a stable attribute"
+            )
+        return self
+
+
+Connection = Annotated[TokenConnection | SamlConnection, Field(discriminator="type")]
 
 
 class Settings(BaseSettings):
@@ -373,6 +442,8 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+CONNECTION_KINDS = ("token", "saml")
+
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
 _secrets_dir: ContextVar[Path | None] = ContextVar("secrets_dir", default=None)
 
@@ -409,6 +480,10 @@ def _describe(error: Any) -> str:
 
     The input is left out on purpose: it may be a secret.
     """
-    key = ".".join(str(part) for part in error["loc"] if part not in ("token",)) or "(root)"
+    loc = list(error["loc"])
+    # A connection's errors carry the union's tag ("token", "saml") after its id: drop it.
+    if len(loc) > 2 and loc[0] == "connections" and loc[2] in CONNECTION_KINDS:
+        del loc[2]
+    key = ".".join(str(part) for part in loc) or "(root)"
     message = error["msg"].removeprefix("Value error, ")
     return f"{key}: {message}"

@@ -6,8 +6,8 @@ Connectors never see Flask's request and never touch provisioning or the LMS.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..identity import Identity
 
@@ -19,6 +19,8 @@ class Verified:
     identity: Identity
     next: str | None = None
     """The deep link the upstream asked for; not validated yet (redirects.safe_next does that)."""
+    session: dict[str, Any] = field(default_factory=dict)
+    """What the connector needs later in the bridge session (for example for single logout)."""
 
 
 class Connector(Protocol):

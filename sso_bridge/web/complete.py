@@ -56,7 +56,11 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
     if previous is not None:
         svc.sessions.end(previous.sid)
     session = svc.sessions.create(
-        provisioned.user_id, provisioned.public_id, identity.connection, identity.subject
+        provisioned.user_id,
+        provisioned.public_id,
+        identity.connection,
+        identity.subject,
+        verified.session,
     )
     svc.audit.record(
         AuditRecord(

@@ -36,7 +36,7 @@ LOGIN_PATHS = ("/token/", "/saml/", "/oidc/")
 def _bridge_error(exc: BridgeError) -> tuple[str, int]:
     log.warning("refused", reason=exc.code, detail=exc.detail, status=exc.status)
     _refused_login(exc.code, exc.detail, exc.context)
-    return _page(exc.status, exc.public_message, exc.code), exc.status
+    return _page(exc.status, exc.public_message, exc.code, exc.public_hint()), exc.status
 
 
 def _too_large(_exc: RequestEntityTooLarge) -> tuple[str, int]:
@@ -93,7 +93,12 @@ def _refused_login(code: str, detail: str, context: dict[str, Any]) -> None:
         log.exception("audit_write_failed", reason=code)
 
 
-def _page(status: int, message: str, code: str) -> str:
+def _page(status: int, message: str, code: str, hint: str | None = None) -> str:
     return render_template(
-        "error.html", status=status, message=message, code=code, correlation_id=correlation_id()
+        "error.html",
+        status=status,
+        message=message,
+        code=code,
+        hint=hint,
+        correlation_id=correlation_id(),
     )

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response
 
+from ..connectors.saml import SamlConnector
 from ..handoff import handoff_url
 from ..logs import get_logger
 from .complete import check_next, clear_session_cookie
-from .context import current_session, services
+from .context import absolute_url, current_session, services
 
 bp = Blueprint("login", __name__)
 log = get_logger("sso_bridge.web.login")
 
 
-def _start_url(connection_id: str) -> str | None:
-    """Where a login through this connection starts (for a token portal: the portal)."""
+def _start_url(connection_id: str, requested_next: str | None) -> str | None:
+    """Where a login through this connection starts: a token portal's page, or the IdP."""
     connection = services().settings.connections[connection_id]
-    return connection.portal_url
+    if connection.type == "token":
+        return connection.portal_url
+    query = f"?{urlencode({'next': requested_next})}" if requested_next else ""
+    return absolute_url(f"/saml/{connection_id}/login{query}")
 
 
 @bp.get("/")
@@ -28,11 +34,12 @@ def root() -> Response:
 
 @bp.get("/login")
 def login() -> Response | str:
-    target = check_next(request.args.get("next"))
+    requested_next = request.args.get("next")
+    target = check_next(requested_next)
     if current_session() is not None:
         return redirect(handoff_url(services().settings, target), 303)
     connections = services().settings.connections
-    startable = {cid: url for cid in connections if (url := _start_url(cid))}
+    startable = {cid: url for cid in connections if (url := _start_url(cid, requested_next))}
     email = request.args.get("email", "").strip().lower()
     if email and "@" in email:
         domain = email.rsplit("@", 1)[1]
@@ -57,10 +64,17 @@ def login() -> Response | str:
 
 @bp.get("/logout")
 def logout() -> Response:
+    """End the bridge session here, then at the IdP where the connection has single logout."""
     session = current_session()
+    idp_logout: str | None = None
     if session is not None:
         services().sessions.end(session.sid)
         log.info("logout", connection=session.connection, user_id=session.user_id)
-    response = Response(render_template("logged_out.html"))
+        connector = services().connectors.get(session.connection)
+        if isinstance(connector, SamlConnector):
+            idp_logout = connector.begin_logout(session.protocol)
+    response: Response = (
+        redirect(idp_logout, 302) if idp_logout else Response(render_template("logged_out.html"))
+    )
     clear_session_cookie(response)
     return response

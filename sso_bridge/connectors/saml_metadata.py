@@ -1,0 +1,209 @@
+"""The IdP's SAML metadata: loaded from a file or a URL, refreshed, verified, kept.
+
+A metadata URL is fetched at start and again every ``metadata_refresh_seconds``
+(in the background, so no login waits for it). Each good copy is written to
+``<var_dir>/saml/<id>/idp-metadata.xml``; when the URL fails, the last good copy
+is used, so an IdP's web server being down does not stop logins that its
+(unchanged) keys can still vouch for. When a metadata signing certificate is
+configured, unsigned or wrongly signed metadata is refused, from the URL and
+from the disk alike.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import requests
+from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
+
+from .. import errors
+from ..logs import get_logger
+from ..settings import SamlConnection
+from .saml_xml import parse
+
+log = get_logger("sso_bridge.connectors.saml")
+
+MAX_METADATA_BYTES = 5 * 1024 * 1024
+FETCH_SECONDS = 10
+
+
+class MetadataError(ValueError):
+    """Metadata that cannot be used; the message says why."""
+
+
+def read_pem(path: Path) -> str:
+    return path.read_text()
+
+
+def parse_idp_metadata(xml: bytes, settings: SamlConnection) -> dict[str, Any]:
+    """python3-saml's idp settings from metadata, after our own checks on it."""
+    try:
+        parse(xml)  # refuses DTDs, entities, comments
+    except errors.BridgeError as exc:
+        raise MetadataError(f"metadata refused: {exc.detail}") from None
+    if settings.idp_metadata_signing_cert_file is not None:
+        cert = read_pem(settings.idp_metadata_signing_cert_file)
+        if not OneLogin_Saml2_Utils.validate_metadata_sign(xml, cert, validatecert=False):
+            raise MetadataError("the metadata signature does not verify with the configured cert")
+    try:
+        parsed = OneLogin_Saml2_IdPMetadataParser.parse(xml, entity_id=settings.idp_entity_id)
+    except Exception as exc:
+        raise MetadataError(f"metadata cannot be parsed: {exc}") from None
+    idp = parsed.get("idp")
+    if not idp or not idp.get("entityId") or not idp.get("singleSignOnService", {}).get("url"):
+        raise MetadataError(
+            "no IdP with an HTTP-Redirect SingleSignOnService in the metadata"
+            + (f" for entity {settings.idp_entity_id!r}" if settings.idp_entity_id else "")
+        )
+    signing = _signing_certs(idp)
+    signing += [read_pem(path) for path in settings.idp_cert_files]
+    if not signing:
+        raise MetadataError("the metadata names no signing certificate for the IdP")
+    # Several signing certificates are trusted at once, so an IdP can roll its key over.
+    idp.pop("x509cert", None)
+    idp["x509certMulti"] = {"signing": signing, "encryption": _encryption_certs(idp)}
+    return dict(idp)
+
+
+def _signing_certs(idp: dict[str, Any]) -> list[str]:
+    multi = idp.get("x509certMulti", {})
+    certs = list(multi.get("signing", []))
+    if not certs and idp.get("x509cert"):
+        certs = [idp["x509cert"]]
+    return certs
+
+
+def _encryption_certs(idp: dict[str, Any]) -> list[str]:
+    multi = idp.get("x509certMulti", {})
+    certs = list(multi.get("encryption", []))
+    if not certs and idp.get("x509cert"):
+        certs = [idp["x509cert"]]
+    return certs
+
+
+class IdpMetadata:
+    """The current IdP settings of one connection, kept fresh."""
+
+    def __init__(
+        self,
+        connection_id: str,
+        settings: SamlConnection,
+        var_dir: Path,
+        http: requests.Session | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._id = connection_id
+        self._settings = settings
+        self._clock = clock
+        self._cache_file = var_dir / "saml" / connection_id / "idp-metadata.xml"
+        if http is None:
+            http = requests.Session()
+            http.trust_env = False
+        self._http = http
+        self._lock = threading.Lock()
+        self._refreshing = False
+        self._idp: dict[str, Any] | None = None
+        self._loaded_at = 0.0
+        self.version = 0
+        self.source = "none"
+        if settings.idp_metadata_file is not None:
+            # A file is the admin's own copy: a bad one stops the start with its reason.
+            try:
+                xml = settings.idp_metadata_file.read_bytes()
+            except OSError as exc:
+                raise MetadataError(f"cannot read {exc.filename}: {exc.strerror}") from None
+            self._install(parse_idp_metadata(xml, settings), "file")
+        else:
+            self.refresh()
+
+    def current(self) -> dict[str, Any]:
+        """The IdP settings to validate with; a refresh is started when they are due."""
+        if self._settings.idp_metadata_url is not None and self._due():
+            self._refresh_in_background()
+        if self._idp is None:
+            raise errors.SamlMetadataUnavailable(
+                f"no usable metadata for connection {self._id} (URL failing, no saved copy)"
+            )
+        return self._idp
+
+    def refresh(self) -> bool:
+        """Fetch the metadata URL now; on failure fall back to the saved copy. True if usable."""
+        url = self._settings.idp_metadata_url
+        assert url is not None
+        try:
+            xml = self._fetch(url)
+            idp = parse_idp_metadata(xml, self._settings)
+        except (MetadataError, requests.RequestException) as exc:
+            log.warning("saml_metadata_fetch_failed", connection=self._id, why=str(exc))
+            self._loaded_at = self._clock()  # retry after the interval, not on every login
+            if self._idp is None:
+                self._load_saved_copy()
+            return self._idp is not None
+        self._save(xml)
+        self._install(idp, "url")
+        return True
+
+    def _due(self) -> bool:
+        return self._clock() - self._loaded_at >= self._settings.metadata_refresh_seconds
+
+    def _refresh_in_background(self) -> None:
+        with self._lock:
+            if self._refreshing:
+                return
+            self._refreshing = True
+
+        def run() -> None:
+            try:
+                self.refresh()
+            finally:
+                with self._lock:
+                    self._refreshing = False
+
+        threading.Thread(target=run, name=f"saml-metadata-{self._id}", daemon=True).start()
+
+    def _fetch(self, url: str) -> bytes:
+        with self._http.get(url, timeout=FETCH_SECONDS, allow_redirects=False, stream=True) as r:
+            if r.status_code != 200:
+                raise MetadataError(f"{url} answered HTTP {r.status_code}")
+            body = bytearray()
+            deadline = time.monotonic() + FETCH_SECONDS
+            for chunk in r.iter_content(65536):
+                body += chunk
+                if len(body) > MAX_METADATA_BYTES:
+                    raise MetadataError(f"{url} sent more than {MAX_METADATA_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise MetadataError(f"{url} took longer than {FETCH_SECONDS}s")
+        return bytes(body)
+
+    def _load_saved_copy(self) -> None:
+        try:
+            xml = self._cache_file.read_bytes()
+            idp = parse_idp_metadata(xml, self._settings)
+        except OSError:
+            return
+        except MetadataError as exc:
+            log.warning("saml_metadata_saved_copy_refused", connection=self._id, why=str(exc))
+            return
+        log.warning("saml_metadata_saved_copy_used", connection=self._id)
+        self._install(idp, "saved copy")
+
+    def _save(self, xml: bytes) -> None:
+        self._cache_file.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self._cache_file.with_suffix(".tmp")
+        temporary.write_bytes(xml)
+        os.replace(temporary, self._cache_file)  # atomic: a crash never leaves half a file
+
+    def _install(self, idp: dict[str, Any], source: str) -> None:
+        if idp != self._idp:
+            self.version += 1
+            log.info("saml_metadata_loaded", connection=self._id, source=source,
+                     entity_id=idp.get("entityId"))
+        self._idp = idp
+        self.source = source
+        self._loaded_at = self._clock()

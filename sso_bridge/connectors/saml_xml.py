@@ -1,0 +1,199 @@
+"""Checks on a SAML message's XML that run before python3-saml and xmlsec see it.
+
+python3-saml leaves some decisions to the application, and xmlsec will run any
+transform a signature names. Everything here refuses what no honest IdP sends:
+DTDs and entities, comments (the NameID comment-truncation attack), more than
+one assertion anywhere in the document (signature wrapping), signatures in
+unexpected places, and transforms or algorithms outside a short allow-list
+(python3-saml issue #447: XSLT and XPath transforms are otherwise executed).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import threading
+from typing import Any
+
+from lxml import etree
+from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
+
+from .. import errors
+
+NS = {
+    "samlp": "urn:oasis:names:tc:SAML:2.0:protocol",
+    "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
+    "ds": "http://www.w3.org/2000/09/xmldsig#",
+    "xenc": "http://www.w3.org/2001/04/xmlenc#",
+}
+SAMLP = "{urn:oasis:names:tc:SAML:2.0:protocol}"
+SAML = "{urn:oasis:names:tc:SAML:2.0:assertion}"
+DS = "{http://www.w3.org/2000/09/xmldsig#}"
+
+EXC_C14N = "http://www.w3.org/2001/10/xml-exc-c14n#"
+# The only transforms a SAML signature needs (SAML core §5.4.4): enveloped-signature and
+# exclusive canonicalisation. Anything else (XSLT, XPath, base64, inclusive c14n) is refused
+# before xmlsec could execute it.
+ALLOWED_TRANSFORMS = frozenset(
+    {
+        "http://www.w3.org/2000/09/xmldsig#enveloped-signature",
+        EXC_C14N,
+        EXC_C14N + "WithComments",
+    }
+)
+ALLOWED_C14N = frozenset({EXC_C14N, EXC_C14N + "WithComments"})
+# SHA-1 based methods are deprecated (python3-saml accepts them unless told otherwise).
+ALLOWED_SIGNATURE_METHODS = frozenset(
+    {
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256",
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha384",
+        "http://www.w3.org/2001/04/xmldsig-more#rsa-sha512",
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha256",
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
+        "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
+    }
+)
+ALLOWED_DIGESTS = frozenset(
+    {
+        "http://www.w3.org/2001/04/xmlenc#sha256",
+        "http://www.w3.org/2001/04/xmldsig-more#sha384",
+        "http://www.w3.org/2001/04/xmlenc#sha512",
+    }
+)
+DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+
+_PARSER = etree.XMLParser(
+    resolve_entities=False,
+    no_network=True,
+    load_dtd=False,
+    dtd_validation=False,
+    huge_tree=False,
+    remove_comments=False,
+    remove_pis=False,
+)
+
+
+def decode(value: str, max_bytes: int) -> bytes:
+    """The XML of a base64 SAMLResponse field, refused when over ``max_bytes``."""
+    if not value:
+        raise errors.SamlMissing("no SAMLResponse in the request")
+    # base64 inflates by 4/3: refuse before decoding anything that cannot fit.
+    if len(value) > (max_bytes * 4) // 3 + 8:
+        raise errors.SamlTooLarge(f"SAMLResponse over {max_bytes} bytes")
+    try:
+        xml = base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.SamlMalformed("SAMLResponse is not base64") from None
+    if len(xml) > max_bytes:
+        raise errors.SamlTooLarge(f"SAMLResponse over {max_bytes} bytes")
+    return xml
+
+
+def parse(xml: bytes) -> Any:
+    """Parse a SAML message, refusing DTDs, entities, comments and processing instructions."""
+    if DOCTYPE.search(xml):
+        raise errors.SamlXmlForbidden("the message carries a DTD or an entity declaration")
+    try:
+        root = etree.fromstring(xml, _PARSER)
+    except etree.XMLSyntaxError:
+        raise errors.SamlMalformed("the message is not well-formed XML") from None
+    for node in root.iter(etree.Comment, etree.ProcessingInstruction):
+        # A comment inside a NameID survives exclusive canonicalisation unsigned, and text
+        # extraction may stop at it (CVE-2017-11427): "ada@x.com<!---->.evil" reads as
+        # "ada@x.com". IdPs never send comments, so none are accepted anywhere.
+        kind = "comment" if isinstance(node, etree._Comment) else "processing instruction"
+        raise errors.SamlXmlForbidden(f"the message carries a {kind}")
+    return root
+
+
+def check_response_structure(root: Any) -> None:
+    """One assertion, in the one place the protocol puts it; signatures only where expected."""
+    if root.tag != SAMLP + "Response":
+        raise errors.SamlMalformed(f"expected a samlp:Response, got {etree.QName(root).localname}")
+    assertions = root.xpath("//saml:Assertion | //saml:EncryptedAssertion", namespaces=NS)
+    direct = root.xpath("saml:Assertion | saml:EncryptedAssertion", namespaces=NS)
+    if len(assertions) != 1 or len(direct) != 1:
+        # An extra assertion anywhere (in Extensions, inside a Signature's Object, nested in
+        # another assertion) is the shape of every signature-wrapping attack.
+        raise errors.SamlSignatureWrapping(
+            f"{len(assertions)} assertions in the document, {len(direct)} where expected"
+        )
+    check_signatures(root, allowed_parents=(SAMLP + "Response", SAML + "Assertion"))
+
+
+def check_signatures(root: Any, allowed_parents: tuple[str, ...]) -> None:
+    """Every ds:Signature: in an allowed place, referencing its own parent, with allowed methods."""
+    ids: dict[str, Any] = {}
+    for element in root.iter():
+        element_id = element.get("ID")
+        if element_id is not None:
+            if element_id in ids:
+                raise errors.SamlSignatureWrapping(f"the ID {element_id!r} appears twice")
+            ids[element_id] = element
+    for signature in root.iter(DS + "Signature"):
+        parent = signature.getparent()
+        if parent is None or parent.tag not in allowed_parents:
+            raise errors.SamlSignatureWrapping("a signature sits outside the signed element")
+        _check_signed_info(signature, parent)
+
+
+def _check_signed_info(signature: Any, parent: Any) -> None:
+    c14n = signature.xpath("ds:SignedInfo/ds:CanonicalizationMethod/@Algorithm", namespaces=NS)
+    method = signature.xpath("ds:SignedInfo/ds:SignatureMethod/@Algorithm", namespaces=NS)
+    references = signature.xpath("ds:SignedInfo/ds:Reference", namespaces=NS)
+    if len(c14n) != 1 or c14n[0] not in ALLOWED_C14N:
+        raise errors.SamlTransformForbidden(f"canonicalisation {c14n} is not allowed")
+    if len(method) != 1 or method[0] not in ALLOWED_SIGNATURE_METHODS:
+        raise errors.SamlAlgorithmForbidden(f"signature method {method} is not allowed")
+    if len(references) != 1:
+        raise errors.SamlSignatureWrapping(f"a signature with {len(references)} references")
+    reference = references[0]
+    if reference.get("URI") != "#" + (parent.get("ID") or "\0"):
+        raise errors.SamlSignatureWrapping("the signature does not reference its own element")
+    for transform in reference.xpath("ds:Transforms/ds:Transform", namespaces=NS):
+        algorithm = transform.get("Algorithm")
+        if algorithm not in ALLOWED_TRANSFORMS or len(transform):
+            raise errors.SamlTransformForbidden(f"transform {algorithm!r} is not allowed")
+    digest = reference.xpath("ds:DigestMethod/@Algorithm", namespaces=NS)
+    if len(digest) != 1 or digest[0] not in ALLOWED_DIGESTS:
+        raise errors.SamlAlgorithmForbidden(f"digest method {digest} is not allowed")
+
+
+# -- python3-saml's schema validation, compiled once ---------------------------------------
+
+_schemas = threading.local()
+_original_validate_xml = OneLogin_Saml2_XML.validate_xml
+
+
+def _cached_validate_xml(xml: Any, schema: str, debug: bool = False) -> Any:
+    """python3-saml's validate_xml with the XSD compiled once per thread, not per message.
+
+    The library parses and compiles the protocol schema (and everything it imports) on
+    every call, about a third of a login's cost. The result is identical; lxml schema
+    objects are not shared across threads, so each thread keeps its own.
+    """
+    import os
+
+    from onelogin.saml2 import xml_utils
+
+    cache = getattr(_schemas, "cache", None)
+    if cache is None:
+        cache = _schemas.cache = {}
+    compiled = cache.get(schema)
+    if compiled is None:
+        path = os.path.join(os.path.dirname(xml_utils.__file__), "schemas", schema)
+        with open(path, "rb") as handle:
+            compiled = cache[schema] = OneLogin_Saml2_XML._schema_class(etree.parse(handle))
+    try:
+        xml = OneLogin_Saml2_XML.to_etree(xml)
+    except Exception:
+        return "unloaded_xml"
+    if not compiled.validate(xml):
+        return "invalid_xml"
+    return xml
+
+
+def install_schema_cache() -> None:
+    """Replace python3-saml's per-call schema compilation with the cached one (idempotent)."""
+    OneLogin_Saml2_XML.validate_xml = staticmethod(_cached_validate_xml)  # type: ignore[method-assign,assignment]

@@ -1,0 +1,75 @@
+"""/saml/<id>/…: metadata, SP-initiated login, the assertion consumer service, single logout."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, redirect, render_template, request
+from werkzeug.wrappers import Response as BaseResponse
+
+from ..connectors.saml import SamlConnector
+from ..errors import UnknownConnection
+from ..logs import get_logger
+from .complete import begin_login, check_next, clear_session_cookie, finish_login
+from .context import current_session, services
+
+bp = Blueprint("saml", __name__)
+log = get_logger("sso_bridge.web.saml")
+
+
+def connector(connection_id: str) -> SamlConnector:
+    found = services().connectors.get(connection_id)
+    if not isinstance(found, SamlConnector):
+        raise UnknownConnection(f"no SAML connection {connection_id[:64]!r}")
+    return found
+
+
+@bp.get("/saml/<connection_id>/metadata")
+def metadata(connection_id: str) -> Response:
+    """This SP's metadata, for the IdP admin to import (or to point a metadata URL at)."""
+    xml = connector(connection_id).sp_metadata()
+    return Response(xml, mimetype="application/samlmetadata+xml")
+
+
+@bp.get("/saml/<connection_id>/login")
+def login(connection_id: str) -> BaseResponse:
+    """SP-initiated login: an AuthnRequest by HTTP-Redirect to the IdP."""
+    saml = connector(connection_id)
+    begin_login(connection_id)
+    requested = request.args.get("next")
+    target = check_next(requested)
+    return redirect(saml.begin(target), 302)
+
+
+@bp.post("/saml/<connection_id>/acs")
+def acs(connection_id: str) -> BaseResponse:
+    """The assertion consumer service: SP- and IdP-initiated responses by HTTP-POST.
+
+    This is a cross-site POST from the IdP: browsers do not send SameSite=Lax cookies
+    with it, so nothing here relies on the bridge's cookie. The pending request is found
+    by the response's InResponseTo, in the shared store.
+    """
+    begin_login(connection_id)
+    saml = connector(connection_id)
+    verified = saml.complete(request.form)
+    return finish_login(verified, None)
+
+
+@bp.route("/saml/<connection_id>/slo", methods=["GET", "POST"])
+def slo(connection_id: str) -> BaseResponse:
+    """Single logout: the IdP's LogoutRequest, or its LogoutResponse to ours."""
+    saml = connector(connection_id)
+    data = request.args if request.method == "GET" else request.form
+    session = current_session()
+    if "SAMLRequest" in data:
+        begin_login(connection_id)
+        redirect_url = saml.idp_logout(dict(data), session)
+        if session is not None:
+            services().sessions.end(session.sid)
+        response = redirect(redirect_url, 302)
+    else:
+        if not saml.logout_finished(dict(data)):
+            log.warning("saml_logout_response_not_confirmed", connection=connection_id)
+        if session is not None:
+            services().sessions.end(session.sid)
+        response = Response(render_template("logged_out.html"))
+    clear_session_cookie(response)
+    return response
