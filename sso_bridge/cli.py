@@ -125,18 +125,34 @@ def certs() -> None:
     default=None,
     help="Also write the public key here (PEM).",
 )
-def certs_generate(out: Path, kind: str, public_out: Path | None) -> None:
+@click.option(
+    "--cert-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write a self-signed certificate here (PEM), as SAML metadata needs.",
+)
+@click.option("--cn", default="sso-bridge", show_default=True, help="Certificate common name.")
+@click.option("--days", default=730, show_default=True, type=click.IntRange(1, 3650))
+def certs_generate(
+    out: Path, kind: str, public_out: Path | None, cert_out: Path | None, cn: str, days: int
+) -> None:
     """Write a new private key to OUT (mode 0600); refuses to overwrite."""
     from .keyfiles import generate_private_key, write_private_key, write_public_key
 
-    if out.exists():
-        raise click.ClickException(f"{out} exists; refusing to overwrite a key")
+    for path in (out, cert_out):
+        if path is not None and path.exists():
+            raise click.ClickException(f"{path} exists; refusing to overwrite a key")
     key = generate_private_key(kind)
     write_private_key(out, key)
     click.echo(f"wrote {out}")
     if public_out is not None:
         write_public_key(public_out, key.public_key())
         click.echo(f"wrote {public_out}")
+    if cert_out is not None:
+        from .keyfiles import self_signed_certificate
+
+        cert_out.write_bytes(self_signed_certificate(key, cn, days))
+        click.echo(f"wrote {cert_out}")
 
 
 # -- connections -----------------------------------------------------------------------------

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import warnings
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import NameOID
 from joserfc import jwt
 from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey
 
@@ -44,6 +47,28 @@ def write_public_key(path: Path, key: Any) -> None:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
+
+
+def self_signed_certificate(key: PrivateKey, common_name: str, days: int) -> bytes:
+    """A self-signed X.509 certificate (PEM) for ``key``: what SAML metadata publishes.
+
+    SAML peers trust the exact certificate from metadata, not a CA chain, so a
+    self-signed one is the norm; its validity dates are informational to most IdPs.
+    """
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .sign(key, algorithm)
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM)
 
 
 def signing_key(path: Path) -> tuple[Key, str]:

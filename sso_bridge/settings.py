@@ -330,7 +330,9 @@ class SamlConnection(ConnectionBase):
     @model_validator(mode="after")
     def _check_sources(self) -> SamlConnection:
         if (self.idp_metadata_url is None) == (self.idp_metadata_file is None):
-            raise ValueError("a SAML connection needs exactly one of idp_metadata_url, idp_metadata_file")
+            raise ValueError(
+                "a SAML connection needs exactly one of idp_metadata_url, idp_metadata_file"
+            )
         if (self.sp_key_file is None) != (self.sp_cert_file is None):
             raise ValueError("sp_key_file and sp_cert_file go together")
         needs_key = self.sign_authn_requests or self.want_assertions_encrypted

@@ -20,6 +20,7 @@ from sso_bridge.keyfiles import (
 )
 from sso_bridge.settings import Settings
 
+from .saml_idp import saml_idp_fixture  # noqa: F401 - a pytest fixture (named saml_idp)
 from .services import postgres_server, redis_server  # noqa: F401 - pytest fixtures
 
 BASE_URL = "http://127.0.0.1:5000"

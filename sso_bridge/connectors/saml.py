@@ -167,11 +167,15 @@ class SamlConnector:
             settings.sp_next_cert_file.read_text() if settings.sp_next_cert_file else ""
         )
         self._built: tuple[int, OneLogin_Saml2_Settings, OneLogin_Saml2_Settings] | None = None
-        self._sp_settings = OneLogin_Saml2_Settings(self._settings_dict(None), sp_validation_only=True)
+        self._sp_settings = OneLogin_Saml2_Settings(
+            self._settings_dict(None), sp_validation_only=True
+        )
 
     # -- the library's settings, once per metadata version ----------------------------------
 
-    def _settings_dict(self, idp: dict[str, Any] | None, for_logout: bool = False) -> dict[str, Any]:
+    def _settings_dict(
+        self, idp: dict[str, Any] | None, for_logout: bool = False
+    ) -> dict[str, Any]:
         has_key = bool(self._sp_key)
         sp: dict[str, Any] = {
             "entityId": self.entity_id,
@@ -220,15 +224,15 @@ class SamlConnector:
             built = self._built = (self._metadata.version, login, logout)
         return built[1], built[2]
 
-    def _request_data(self, url: str, get: Mapping[str, str] | None = None,
-                      post: Mapping[str, str] | None = None) -> dict[str, Any]:
+    def _request_data(
+        self, url: str, get: Mapping[str, str] | None = None, post: Mapping[str, str] | None = None
+    ) -> dict[str, Any]:
         """The request as python3-saml wants it, built from our own URL, not the request's."""
         parts = urlsplit(url)
         https = parts.scheme == "https"
         return {
             "https": "on" if https else "off",
-            "http_host": parts.hostname,
-            "server_port": str(parts.port or (443 if https else 80)),
+            "http_host": parts.netloc,  # with the port, as python3-saml 1.16 wants it
             "script_name": parts.path,
             "get_data": dict(get or {}),
             "post_data": dict(post or {}),
@@ -257,9 +261,7 @@ class SamlConnector:
         auth = OneLogin_Saml2_Auth(self._request_data(self.acs_url), old_settings=login_settings)
         url = auth.login(return_to="")
         request_id = auth.get_last_request_id()
-        self._store.set(
-            self._request_key(request_id), json.dumps({"next": next_url}), REQUEST_TTL
-        )
+        self._store.set(self._request_key(request_id), json.dumps({"next": next_url}), REQUEST_TTL)
         return str(url)
 
     def _request_key(self, request_id: str) -> str:
@@ -376,8 +378,9 @@ class SamlConnector:
         name_id_format = response.get_nameid_format()
         session = SamlSession(name_id, name_id_format, response.get_session_index())
         if self.settings.subject_attribute:
-            values = response.get_attributes().get(self.settings.subject_attribute) or \
-                response.get_friendlyname_attributes().get(self.settings.subject_attribute)
+            values = response.get_attributes().get(
+                self.settings.subject_attribute
+            ) or response.get_friendlyname_attributes().get(self.settings.subject_attribute)
             if not values or len(values) != 1:
                 raise errors.MissingAttribute(
                     f"subject attribute {self.settings.subject_attribute!r} needs one value",
@@ -390,8 +393,9 @@ class SamlConnector:
             raise errors.SamlNameIdTransient("a transient NameID cannot identify an account")
         return name_id, session
 
-    def _consume(self, assertion: Any, pending: dict[str, Any] | None,
-                 in_response_to: str | None) -> None:
+    def _consume(
+        self, assertion: Any, pending: dict[str, Any] | None, in_response_to: str | None
+    ) -> None:
         """Use up the assertion id (replay cache) and the pending request: both single use."""
         expiries = [
             _instant(v)
@@ -464,8 +468,7 @@ class SamlConnector:
         except Exception as exc:
             raise errors.SamlLogoutInvalid(f"LogoutRequest refused: {exc}") from None
         if session is not None and (
-            session.connection != self.connection_id
-            or session.protocol.get("name_id") != name_id
+            session.connection != self.connection_id or session.protocol.get("name_id") != name_id
         ):
             raise errors.SamlLogoutInvalid("the LogoutRequest names another subject")
         url = auth.process_slo(keep_local_session=True)

@@ -102,6 +102,7 @@ class IdpMetadata:
         self._settings = settings
         self._clock = clock
         self._cache_file = var_dir / "saml" / connection_id / "idp-metadata.xml"
+        self._source_file = self._cache_file.with_name("idp-metadata.url")
         if http is None:
             http = requests.Session()
             http.trust_env = False
@@ -183,6 +184,10 @@ class IdpMetadata:
 
     def _load_saved_copy(self) -> None:
         try:
+            # The copy is used only for the URL it came from: after the admin points the
+            # connection at another IdP, the old IdP's keys must not be trusted.
+            if self._source_file.read_text() != self._settings.idp_metadata_url:
+                return
             xml = self._cache_file.read_bytes()
             idp = parse_idp_metadata(xml, self._settings)
         except OSError:
@@ -195,15 +200,23 @@ class IdpMetadata:
 
     def _save(self, xml: bytes) -> None:
         self._cache_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self._cache_file.with_suffix(".tmp")
-        temporary.write_bytes(xml)
-        os.replace(temporary, self._cache_file)  # atomic: a crash never leaves half a file
+        for path, data in (
+            (self._cache_file, xml),
+            (self._source_file, (self._settings.idp_metadata_url or "").encode()),
+        ):
+            temporary = path.with_suffix(".tmp")
+            temporary.write_bytes(data)
+            os.replace(temporary, path)  # atomic: a crash never leaves half a file
 
     def _install(self, idp: dict[str, Any], source: str) -> None:
         if idp != self._idp:
             self.version += 1
-            log.info("saml_metadata_loaded", connection=self._id, source=source,
-                     entity_id=idp.get("entityId"))
+            log.info(
+                "saml_metadata_loaded",
+                connection=self._id,
+                source=source,
+                entity_id=idp.get("entityId"),
+            )
         self._idp = idp
         self.source = source
         self._loaded_at = self._clock()

@@ -62,12 +62,16 @@ keys = [{{ kid = "{kid}", alg = "EdDSA", public_key_file = "{portal_key}" }}]
 
 
 def build_demo_app(
-    host: str = "127.0.0.1", port: int = 8000, var_dir: Path = Path("var/demo")
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    var_dir: Path = Path("var/demo"),
+    extra_config: str = "",
 ) -> DispatcherMiddleware:
     """The demo's WSGI app: the bridge at /, the portal at /portal, the LMS at /lms.
 
     Serve it threaded: the LMS calls the bridge's discovery, token and userinfo
-    endpoints over HTTP from inside a request to this same server.
+    endpoints over HTTP from inside a request to this same server. ``extra_config`` is
+    TOML appended to the demo's configuration (further connections, for example).
     """
     base_url = f"http://{host}:{port}"
     keys = ensure_keys(var_dir)
@@ -85,6 +89,8 @@ def build_demo_app(
         kid=PORTAL_KID,
         client_secret=keys.lms_client_secret,
     )
+    # More connections (the SAML flow tests add one for their IdP) go after the demo's own.
+    text += extra_config
     # Created owner-only from the start: it holds the demo LMS's client secret.
     fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -22,6 +24,8 @@ class Demo:
     base: str
     var_dir: Path
     http: requests.Session
+    bridge: Any
+    """The bridge's Flask app (its services are in ``bridge.extensions["sso_bridge"]``)."""
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -33,12 +37,13 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
-def demo(tmp_path: Path) -> Iterator[Demo]:
+@contextmanager
+def running_demo(var_dir: Path, extra_config: str = "") -> Iterator[Demo]:
+    """The demo stack on a free port, with ``extra_config`` appended to its configuration."""
     port = _free_port()
-    var_dir = tmp_path / "demo"
+    app = build_demo_app(HOST, port, var_dir, extra_config)
     # Threaded, as in `sso-bridge demo`: the LMS calls the bridge from inside a request.
-    server = make_server(HOST, port, build_demo_app(HOST, port, var_dir), threaded=True)
+    server = make_server(HOST, port, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     http = requests.Session()
@@ -46,7 +51,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
     # As a browser does on a POST from the portal's pages (all on this one origin here).
     http.headers["Origin"] = f"http://{HOST}:{port}"
     try:
-        yield Demo(f"http://{HOST}:{port}", var_dir, http)
+        yield Demo(f"http://{HOST}:{port}", var_dir, http, app.app)
     finally:
         http.close()
         server.shutdown()
@@ -54,3 +59,7 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         server.server_close()
 
 
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[Demo]:
+    with running_demo(tmp_path / "demo") as running:
+        yield running
