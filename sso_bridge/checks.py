@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from .connectors.token_keys import TokenKeyring
 from .db import Database
@@ -49,4 +53,37 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             attempt(
                 f"connection {cid}: keys", partial(TokenKeyring, cid, connection, MemoryStore())
             )
+        else:
+            attempt(f"connection {cid}: IdP metadata", partial(_idp_metadata, cid, settings))
+            for name, path in (("SP certificate", connection.sp_cert_file),
+                               ("next SP certificate", connection.sp_next_cert_file)):
+                if path is not None:
+                    attempt(f"connection {cid}: {name}", partial(_certificate_valid, path))
     return results
+
+
+def _idp_metadata(connection_id: str, settings: Settings) -> None:
+    from .connectors.saml_metadata import IdpMetadata
+
+    connection = settings.connections[connection_id]
+    assert connection.type == "saml"
+    metadata = IdpMetadata(connection_id, connection, settings.var_dir)
+    metadata.current()  # raises SamlMetadataUnavailable with the reason
+    if metadata.source == "saved copy":
+        raise RuntimeError("the metadata URL fails; the last good copy is in use")
+
+
+# Certificates are trusted by their exact bytes in SAML, not by their dates, but an
+# expired one is a sign the rollover is overdue (and some IdPs do refuse it).
+EXPIRY_WARNING_DAYS = 30
+
+
+def _certificate_valid(path: Path) -> None:
+    cert = x509.load_pem_x509_certificate(path.read_bytes())
+    days = (cert.not_valid_after_utc - datetime.now(UTC)).days
+    if days < EXPIRY_WARNING_DAYS:
+        raise RuntimeError(
+            f"{path} expires in {days} days: run `sso-bridge certs rotate`"
+            if days >= 0
+            else f"{path} expired {-days} days ago: run `sso-bridge certs rotate`"
+        )

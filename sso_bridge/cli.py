@@ -44,8 +44,13 @@ def _emit(data: Any, as_json: bool, text: Callable[[Any], str]) -> None:
 @click.pass_context
 def main(ctx: click.Context, config: str | None) -> None:
     """sso-bridge: single sign-on from an HR/ERP portal into a learning platform."""
+    from . import logs
+
     ctx.ensure_object(dict)
     ctx.obj["config"] = config
+    # Commands print their results on stdout (often as --json): their log lines go to
+    # stderr. `serve` and `demo` configure logging again from the settings.
+    logs.configure("WARNING", "console", sys.stderr)
 
 
 # -- serve and demo --------------------------------------------------------------------------
@@ -155,6 +160,54 @@ def certs_generate(
         click.echo(f"wrote {cert_out}")
 
 
+@certs.command("rotate")
+@click.option("--connection", "connection_id", required=True, help="A SAML connection id.")
+@click.option(
+    "--dir",
+    "directory",
+    default="certs",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+)
+@click.option("--days", default=730, show_default=True, type=click.IntRange(1, 3650))
+@click.pass_context
+def certs_rotate(ctx: click.Context, connection_id: str, directory: Path, days: int) -> None:
+    """Make the next SP key and certificate of a SAML connection, and say how to roll over."""
+    from datetime import UTC, datetime
+
+    from .keyfiles import generate_private_key, self_signed_certificate, write_private_key
+
+    settings = _settings(ctx)
+    connection = settings.connections.get(connection_id)
+    if connection is None or connection.type != "saml":
+        raise click.ClickException(f"no SAML connection {connection_id!r} in the configuration")
+    stamp = datetime.now(UTC).strftime("%Y%m%d")
+    key_file = directory / f"{connection_id}-sp-{stamp}.key"
+    cert_file = directory / f"{connection_id}-sp-{stamp}.crt"
+    for path in (key_file, cert_file):
+        if path.exists():
+            raise click.ClickException(f"{path} exists; refusing to overwrite a key")
+    key = generate_private_key("rsa")
+    write_private_key(key_file, key)
+    cert_file.write_bytes(self_signed_certificate(key, f"{settings.base_url} {connection_id}", days))
+    metadata = f"{settings.base_url}/saml/{connection_id}/metadata"
+    click.echo(f"""wrote {key_file}
+wrote {cert_file}
+
+1. Now: publish the next certificate in the SP metadata ({metadata}):
+
+   [connections.{connection_id}]
+   sp_next_cert_file = "{cert_file}"
+
+2. Once every IdP has re-read that metadata: sign and decrypt with the new key:
+
+   sp_key_file = "{key_file}"
+   sp_cert_file = "{cert_file}"
+
+   and remove sp_next_cert_file. Keep the old key file until the switch is done
+   on every instance.""")
+
+
 # -- connections -----------------------------------------------------------------------------
 
 
@@ -174,7 +227,10 @@ def connections_list(ctx: click.Context, as_json: bool) -> None:
             "id": cid,
             "type": c.type,
             "name": c.display_name or cid,
-            "endpoint": f"{settings.base_url}/token/{cid}",
+            # What the upstream admin needs: where tokens go, or the SP's metadata URL.
+            "endpoint": f"{settings.base_url}/token/{cid}"
+            if c.type == "token"
+            else f"{settings.base_url}/saml/{cid}/metadata",
         }
         for cid, c in settings.connections.items()
     ]
@@ -186,6 +242,24 @@ def connections_list(ctx: click.Context, as_json: bool) -> None:
             or "no connections"
         ),
     )
+
+
+@connections.command("import-metadata")
+@click.argument("source")
+@click.option("--id", "connection_id", required=True, help="The new connection's id (a slug).")
+@click.option("--entity-id", default=None, help="The IdP to take from an aggregate.")
+@click.option("--json", "as_json", is_flag=True)
+def connections_import_metadata(
+    source: str, connection_id: str, entity_id: str | None, as_json: bool
+) -> None:
+    """Check an IdP's metadata (URL or file) and print a ready [connections.<id>] block."""
+    from .connectors.saml_metadata import describe_idp_metadata
+
+    try:
+        summary = describe_idp_metadata(source, connection_id, entity_id)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _emit(summary, as_json, lambda s: s["summary"] + "\n\n" + s["toml"])
 
 
 # -- token -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -37,8 +37,8 @@ def _redact(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
-def configure(level: str = "INFO", fmt: str = "json") -> None:
-    """Route structlog and the standard library's logging to stdout in one format."""
+def configure(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library's logging to one stream in one format."""
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
@@ -57,7 +57,7 @@ def configure(level: str = "INFO", fmt: str = "json") -> None:
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = logging.StreamHandler(stream or sys.stdout)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             foreign_pre_chain=shared,

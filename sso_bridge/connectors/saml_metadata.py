@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from onelogin.saml2.idp_metadata_parser import OneLogin_Saml2_IdPMetadataParser
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
+from pydantic import ValidationError
 
 from .. import errors
 from ..logs import get_logger
-from ..settings import SamlConnection
+from ..settings import SLUG, SamlConnection
 from .saml_xml import parse
 
 log = get_logger("sso_bridge.connectors.saml")
@@ -85,6 +88,81 @@ def _encryption_certs(idp: dict[str, Any]) -> list[str]:
     if not certs and idp.get("x509cert"):
         certs = [idp["x509cert"]]
     return certs
+
+
+def fetch_metadata(http: requests.Session, url: str) -> bytes:
+    """The metadata document at ``url``: no redirects, bounded in size and time."""
+    with http.get(url, timeout=FETCH_SECONDS, allow_redirects=False, stream=True) as response:
+        if response.status_code != 200:
+            raise MetadataError(f"{url} answered HTTP {response.status_code}")
+        body = bytearray()
+        deadline = time.monotonic() + FETCH_SECONDS
+        for chunk in response.iter_content(65536):
+            body += chunk
+            if len(body) > MAX_METADATA_BYTES:
+                raise MetadataError(f"{url} sent more than {MAX_METADATA_BYTES} bytes")
+            if time.monotonic() > deadline:
+                raise MetadataError(f"{url} took longer than {FETCH_SECONDS}s")
+    return bytes(body)
+
+
+def describe_idp_metadata(source: str, connection_id: str,
+                          entity_id: str | None = None) -> dict[str, Any]:
+    """What `connections import-metadata` shows: the IdP, its certificates, a config block."""
+    if not SLUG.fullmatch(connection_id):
+        raise ValueError(f"--id {connection_id!r} must be a lowercase slug (a-z, 0-9, -)")
+    is_url = source.startswith(("https://", "http://"))
+    try:
+        settings = SamlConnection(
+            type="saml",
+            idp_metadata_url=source if is_url else None,
+            idp_metadata_file=None if is_url else Path(source),
+            idp_entity_id=entity_id,
+        )
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    try:
+        if is_url:
+            http = requests.Session()
+            http.trust_env = False
+            xml = fetch_metadata(http, source)
+        else:
+            xml = Path(source).read_bytes()
+        idp = parse_idp_metadata(xml, settings)
+    except (OSError, requests.RequestException) as exc:
+        raise ValueError(f"cannot read {source}: {exc}") from None
+    certificates = [_certificate_facts(pem) for pem in idp["x509certMulti"]["signing"]]
+    where = f'idp_metadata_url = "{source}"' if is_url else \
+        f'idp_metadata_file = "{Path(source).resolve()}"'
+    toml = "\n".join([
+        f"[connections.{connection_id}]",
+        'type = "saml"',
+        f'display_name = "{connection_id}"',
+        where,
+        *([f'idp_entity_id = "{entity_id}"'] if entity_id else []),
+        f'# sp_key_file = "certs/{connection_id}-sp.key"    # sso-bridge certs generate …',
+        f'# sp_cert_file = "certs/{connection_id}-sp.crt"',
+        "# allow_unsolicited = true    # for a Training tab that launches IdP-initiated",
+    ])
+    lines = [
+        f"IdP entity id:   {idp['entityId']}",
+        f"single sign-on:  {idp['singleSignOnService']['url']}",
+        f"single logout:   {idp.get('singleLogoutService', {}).get('url') or '(none)'}",
+        *(f"signing cert:    sha256 {c['sha256']}  expires {c['expires']}" for c in certificates),
+    ]
+    return {"entity_id": idp["entityId"], "sso_url": idp["singleSignOnService"]["url"],
+            "certificates": certificates, "summary": "\n".join(lines), "toml": toml}
+
+
+def _certificate_facts(pem_or_b64: str) -> dict[str, str]:
+    body = pem_or_b64 if "BEGIN CERTIFICATE" in pem_or_b64 else (
+        "-----BEGIN CERTIFICATE-----\n" + pem_or_b64.strip() + "\n-----END CERTIFICATE-----\n"
+    )
+    cert = x509.load_pem_x509_certificate(body.encode())
+    return {
+        "sha256": cert.fingerprint(hashes.SHA256()).hex(":"),
+        "expires": cert.not_valid_after_utc.date().isoformat(),
+    }
 
 
 class IdpMetadata:
@@ -169,18 +247,7 @@ class IdpMetadata:
         threading.Thread(target=run, name=f"saml-metadata-{self._id}", daemon=True).start()
 
     def _fetch(self, url: str) -> bytes:
-        with self._http.get(url, timeout=FETCH_SECONDS, allow_redirects=False, stream=True) as r:
-            if r.status_code != 200:
-                raise MetadataError(f"{url} answered HTTP {r.status_code}")
-            body = bytearray()
-            deadline = time.monotonic() + FETCH_SECONDS
-            for chunk in r.iter_content(65536):
-                body += chunk
-                if len(body) > MAX_METADATA_BYTES:
-                    raise MetadataError(f"{url} sent more than {MAX_METADATA_BYTES} bytes")
-                if time.monotonic() > deadline:
-                    raise MetadataError(f"{url} took longer than {FETCH_SECONDS}s")
-        return bytes(body)
+        return fetch_metadata(self._http, url)
 
     def _load_saved_copy(self) -> None:
         try:
