@@ -189,7 +189,9 @@ def certs_rotate(ctx: click.Context, connection_id: str, directory: Path, days: 
             raise click.ClickException(f"{path} exists; refusing to overwrite a key")
     key = generate_private_key("rsa")
     write_private_key(key_file, key)
-    cert_file.write_bytes(self_signed_certificate(key, f"{settings.base_url} {connection_id}", days))
+    # A common name is at most 64 characters; the certificate is trusted by its bytes anyway.
+    common_name = f"sso-bridge SP {connection_id}"[:64]
+    cert_file.write_bytes(self_signed_certificate(key, common_name, days))
     metadata = f"{settings.base_url}/saml/{connection_id}/metadata"
     click.echo(f"""wrote {key_file}
 wrote {cert_file}

@@ -111,7 +111,7 @@ class SessionSettings(Section):
 
 
 class LimitsSettings(Section):
-    max_request_bytes: int = Field(default=64 * 1024, ge=4096, le=10 * 1024 * 1024)
+    max_request_bytes: int = Field(default=512 * 1024, ge=4096, le=10 * 1024 * 1024)
     """Largest request body accepted, in bytes; larger ones get a 413."""
     max_token_bytes: int = Field(default=8 * 1024, ge=512, le=64 * 1024)
     """Largest signed handoff token accepted, in bytes."""
@@ -395,6 +395,19 @@ class Settings(BaseSettings):
             if not SLUG.fullmatch(slug):
                 raise ValueError(f"connection id {slug!r} must be a lowercase slug (a-z, 0-9, -)")
         return value
+
+    @model_validator(mode="after")
+    def _check_saml_sizes(self) -> Settings:
+        for cid, connection in self.connections.items():
+            # The SAMLResponse travels base64-encoded (4/3) in a form body: a response the
+            # connection accepts must fit in a request the web layer accepts.
+            if connection.type == "saml" and \
+                    connection.max_response_bytes * 4 // 3 + 1024 > self.limits.max_request_bytes:
+                raise ValueError(
+                    f"connections.{cid}.max_response_bytes needs limits.max_request_bytes of at "
+                    f"least {connection.max_response_bytes * 4 // 3 + 1024}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _check_lms_client(self) -> Settings:

@@ -33,6 +33,7 @@ from .saml_xml import parse
 log = get_logger("sso_bridge.connectors.saml")
 
 MAX_METADATA_BYTES = 5 * 1024 * 1024
+RETRY_WHEN_UNUSABLE = 30
 FETCH_SECONDS = 10
 
 
@@ -220,9 +221,13 @@ class IdpMetadata:
             idp = parse_idp_metadata(xml, self._settings)
         except (MetadataError, requests.RequestException) as exc:
             log.warning("saml_metadata_fetch_failed", connection=self._id, why=str(exc))
-            self._loaded_at = self._clock()  # retry after the interval, not on every login
             if self._idp is None:
                 self._load_saved_copy()
+            # Retry after the interval, not on every login; but while there is nothing usable
+            # at all, soon, so the connection recovers shortly after the IdP does.
+            interval = self._settings.metadata_refresh_seconds
+            delay = interval if self._idp is not None else min(interval, RETRY_WHEN_UNUSABLE)
+            self._loaded_at = self._clock() - interval + delay
             return self._idp is not None
         self._save(xml)
         self._install(idp, "url")
