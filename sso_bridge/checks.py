@@ -55,8 +55,10 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             )
         else:
             attempt(f"connection {cid}: IdP metadata", partial(_idp_metadata, cid, settings))
-            for name, path in (("SP certificate", connection.sp_cert_file),
-                               ("next SP certificate", connection.sp_next_cert_file)):
+            for name, path in (
+                ("SP certificate", connection.sp_cert_file),
+                ("next SP certificate", connection.sp_next_cert_file),
+            ):
                 if path is not None:
                     attempt(f"connection {cid}: {name}", partial(_certificate_valid, path))
     return results

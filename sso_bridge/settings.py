@@ -401,8 +401,10 @@ class Settings(BaseSettings):
         for cid, connection in self.connections.items():
             # The SAMLResponse travels base64-encoded (4/3) in a form body: a response the
             # connection accepts must fit in a request the web layer accepts.
-            if connection.type == "saml" and \
-                    connection.max_response_bytes * 4 // 3 + 1024 > self.limits.max_request_bytes:
+            if (
+                connection.type == "saml"
+                and connection.max_response_bytes * 4 // 3 + 1024 > self.limits.max_request_bytes
+            ):
                 raise ValueError(
                     f"connections.{cid}.max_response_bytes needs limits.max_request_bytes of at "
                     f"least {connection.max_response_bytes * 4 // 3 + 1024}"

@@ -117,6 +117,8 @@ _LIBRARY_CODES: dict[int, type[errors.SamlRefused]] = {
     _V.NO_NAMEID: errors.SamlNameIdMissing,
     _V.EMPTY_NAMEID: errors.SamlNameIdMissing,
     _V.DUPLICATED_ATTRIBUTE_NAME_FOUND: errors.SamlDuplicateAttribute,
+    # The NameID was issued for another SP: the assertion is not meant for this audience.
+    _V.SP_NAME_QUALIFIER_NAME_MISMATCH: errors.SamlAudienceMismatch,
     _V.DEPRECATED_SIGNATURE_METHOD: errors.SamlAlgorithmForbidden,
     _V.DEPRECATED_DIGEST_METHOD: errors.SamlAlgorithmForbidden,
     _V.KEYINFO_NOT_FOUND_IN_ENCRYPTED_DATA: errors.SamlDecryptionFailed,
@@ -286,15 +288,27 @@ class SamlConnector:
                 raise_exceptions=True,
             )
         except OneLogin_Saml2_ValidationError as exc:
+            if exc.code == _V.WRONG_SUBJECTCONFIRMATION:
+                # The library says only "no valid SubjectConfirmation"; name which part
+                # failed (Recipient, InResponseTo, expiry), as our own check does.
+                raise self._confirmation_error(
+                    _assertion(response), in_response_to, self._clock()
+                ) or errors.SamlSubjectConfirmationInvalid(str(exc)) from None
             raise _LIBRARY_CODES.get(exc.code, errors.SamlRefused)(str(exc)) from None
         except OneLogin_Saml2_Error as exc:
             raise errors.SamlRefused(f"python3-saml: {exc}") from None
-        document = response.get_xml_document()
-        assertion = document.xpath("/samlp:Response/saml:Assertion", namespaces=NS)[0]
+        assertion = _assertion(response)
         self._check_exact(root, assertion, in_response_to)
-        subject, session = self._subject(response)
+        try:
+            # The library checks the NameID (missing, empty, SPNameQualifier) and repeated
+            # attribute names only when asked for them, after is_valid, by raising its
+            # ValidationError: read them here, mapped to reasons (not a 500), and before
+            # the request and the assertion id are used up.
+            subject, session = self._subject(response)
+            attributes = _attributes(response)
+        except OneLogin_Saml2_ValidationError as exc:
+            raise _LIBRARY_CODES.get(exc.code, errors.SamlRefused)(str(exc)) from None
         self._consume(assertion, pending, in_response_to)
-        attributes = _attributes(response)
         identity = map_identity(
             self.connection_id, self.settings, subject, attributes, self._attribute_names()
         )
@@ -351,27 +365,43 @@ class SamlConnector:
             raise errors.SamlNotYetValid(f"NotBefore is {not_before - now:.0f}s ahead")
         if not_on_or_after is not None and now - skew >= not_on_or_after:
             raise errors.SamlExpired(f"NotOnOrAfter passed {now - not_on_or_after:.0f}s ago")
-        if not self._confirmed(assertion, in_response_to, now):
-            raise errors.SamlRecipientMismatch(
-                f"no bearer SubjectConfirmation for {self.acs_url} with a NotOnOrAfter"
-            )
+        problem = self._confirmation_error(assertion, in_response_to, now)
+        if problem is not None:
+            raise problem
 
-    def _confirmed(self, assertion: Any, in_response_to: str | None, now: float) -> bool:
-        """A bearer confirmation for exactly our ACS, with an expiry, for this request."""
-        for data in assertion.xpath(
+    def _confirmation_error(
+        self, assertion: Any, in_response_to: str | None, now: float
+    ) -> errors.SamlRefused | None:
+        """None if a bearer confirmation is for exactly our ACS, for this request, unexpired.
+
+        Otherwise the refusal naming the first requirement that no confirmation meets, so
+        the reason code tells the admin what to fix (the Recipient, the request, the clock).
+        """
+        candidates = assertion.xpath(
             "saml:Subject/saml:SubjectConfirmation[@Method='urn:oasis:names:tc:SAML:2.0:cm:bearer']"
             "/saml:SubjectConfirmationData",
             namespaces=NS,
-        ):
-            expiry = _instant(data.get("NotOnOrAfter"))
-            if (
-                data.get("Recipient") == self.acs_url
-                and expiry is not None
-                and now < expiry
-                and data.get("InResponseTo") == in_response_to
-            ):
-                return True
-        return False
+        )
+        if not candidates:
+            return errors.SamlSubjectConfirmationInvalid("no bearer SubjectConfirmationData")
+        candidates = [d for d in candidates if d.get("Recipient") == self.acs_url]
+        if not candidates:
+            return errors.SamlRecipientMismatch(
+                f"no SubjectConfirmation Recipient is {self.acs_url}"
+            )
+        candidates = [d for d in candidates if d.get("InResponseTo") == in_response_to]
+        if not candidates:
+            return errors.SamlInResponseToUnknown(
+                f"no SubjectConfirmation has InResponseTo {in_response_to!r}"
+            )
+        expiries = [_instant(d.get("NotOnOrAfter")) for d in candidates]
+        if all(expiry is None for expiry in expiries):
+            return errors.SamlSubjectConfirmationInvalid(
+                "SubjectConfirmationData has no NotOnOrAfter"
+            )
+        if not any(expiry is not None and now < expiry for expiry in expiries):
+            return errors.SamlExpired("SubjectConfirmationData NotOnOrAfter has passed")
+        return None
 
     def _subject(self, response: Any) -> tuple[str, SamlSession]:
         name_id = response.get_nameid()
@@ -497,6 +527,11 @@ class SamlConnector:
         )
         auth.process_slo(keep_local_session=True, request_id=in_response_to)
         return not auth.get_errors()
+
+
+def _assertion(response: Any) -> Any:
+    """The one assertion (decrypted where it came encrypted; the structure check made it one)."""
+    return response.get_xml_document().xpath("/samlp:Response/saml:Assertion", namespaces=NS)[0]
 
 
 def _attributes(response: Any) -> dict[str, list[str]]:

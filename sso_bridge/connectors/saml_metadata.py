@@ -107,8 +107,9 @@ def fetch_metadata(http: requests.Session, url: str) -> bytes:
     return bytes(body)
 
 
-def describe_idp_metadata(source: str, connection_id: str,
-                          entity_id: str | None = None) -> dict[str, Any]:
+def describe_idp_metadata(
+    source: str, connection_id: str, entity_id: str | None = None
+) -> dict[str, Any]:
     """What `connections import-metadata` shows: the IdP, its certificates, a config block."""
     if not SLUG.fullmatch(connection_id):
         raise ValueError(f"--id {connection_id!r} must be a lowercase slug (a-z, 0-9, -)")
@@ -133,31 +134,45 @@ def describe_idp_metadata(source: str, connection_id: str,
     except (OSError, requests.RequestException) as exc:
         raise ValueError(f"cannot read {source}: {exc}") from None
     certificates = [_certificate_facts(pem) for pem in idp["x509certMulti"]["signing"]]
-    where = f'idp_metadata_url = "{source}"' if is_url else \
-        f'idp_metadata_file = "{Path(source).resolve()}"'
-    toml = "\n".join([
-        f"[connections.{connection_id}]",
-        'type = "saml"',
-        f'display_name = "{connection_id}"',
-        where,
-        *([f'idp_entity_id = "{entity_id}"'] if entity_id else []),
-        f'# sp_key_file = "certs/{connection_id}-sp.key"    # sso-bridge certs generate …',
-        f'# sp_cert_file = "certs/{connection_id}-sp.crt"',
-        "# allow_unsolicited = true    # for a Training tab that launches IdP-initiated",
-    ])
+    where = (
+        f'idp_metadata_url = "{source}"'
+        if is_url
+        else f'idp_metadata_file = "{Path(source).resolve()}"'
+    )
+    toml = "\n".join(
+        [
+            f"[connections.{connection_id}]",
+            'type = "saml"',
+            f'display_name = "{connection_id}"',
+            where,
+            *([f'idp_entity_id = "{entity_id}"'] if entity_id else []),
+            f'# sp_key_file = "certs/{connection_id}-sp.key"    # sso-bridge certs generate …',
+            f'# sp_cert_file = "certs/{connection_id}-sp.crt"',
+            "# allow_unsolicited = true    # for a Training tab that launches IdP-initiated",
+        ]
+    )
     lines = [
         f"IdP entity id:   {idp['entityId']}",
         f"single sign-on:  {idp['singleSignOnService']['url']}",
         f"single logout:   {idp.get('singleLogoutService', {}).get('url') or '(none)'}",
         *(f"signing cert:    sha256 {c['sha256']}  expires {c['expires']}" for c in certificates),
     ]
-    return {"entity_id": idp["entityId"], "sso_url": idp["singleSignOnService"]["url"],
-            "certificates": certificates, "summary": "\n".join(lines), "toml": toml}
+    return {
+        "entity_id": idp["entityId"],
+        "sso_url": idp["singleSignOnService"]["url"],
+        "certificates": certificates,
+        "summary": "\n".join(lines),
+        "toml": toml,
+    }
 
 
 def _certificate_facts(pem_or_b64: str) -> dict[str, str]:
-    body = pem_or_b64 if "BEGIN CERTIFICATE" in pem_or_b64 else (
-        "-----BEGIN CERTIFICATE-----\n" + pem_or_b64.strip() + "\n-----END CERTIFICATE-----\n"
+    body = (
+        pem_or_b64
+        if "BEGIN CERTIFICATE" in pem_or_b64
+        else (
+            "-----BEGIN CERTIFICATE-----\n" + pem_or_b64.strip() + "\n-----END CERTIFICATE-----\n"
+        )
     )
     cert = x509.load_pem_x509_certificate(body.encode())
     return {

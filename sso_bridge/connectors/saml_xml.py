@@ -62,6 +62,18 @@ ALLOWED_DIGESTS = frozenset(
     }
 )
 DOCTYPE = re.compile(rb"<!DOCTYPE|<!ENTITY", re.IGNORECASE)
+# SAML time values are UTC (SAML core 1.3.3). The optional "Z" and fraction are what
+# python3-saml parses; an offset such as "+05:00" it cannot parse (a 500), and read
+# naively it would shift the instant by hours.
+INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z?", re.ASCII)
+INSTANT_ATTRIBUTES = (
+    "IssueInstant",
+    "NotBefore",
+    "NotOnOrAfter",
+    "AuthnInstant",
+    "SessionNotOnOrAfter",
+)
+STATUS_SUCCESS = "urn:oasis:names:tc:SAML:2.0:status:Success"
 
 _PARSER = etree.XMLParser(
     resolve_entities=False,
@@ -96,8 +108,17 @@ def parse(xml: bytes) -> Any:
         raise errors.SamlXmlForbidden("the message carries a DTD or an entity declaration")
     try:
         root = etree.fromstring(xml, _PARSER)
-    except etree.XMLSyntaxError:
+    except etree.XMLSyntaxError as exc:
+        if "entit" in str(exc).lower():
+            # An entity bomb in an encoding the byte search does not read (UTF-16):
+            # libxml2 stops it at its amplification limit, before anything is expanded.
+            raise errors.SamlXmlForbidden("the message carries entities") from None
         raise errors.SamlMalformed("the message is not well-formed XML") from None
+    docinfo = root.getroottree().docinfo
+    if docinfo.doctype or docinfo.internalDTD is not None:
+        # The byte search above misses a DTD in another encoding (UTF-16 with a BOM); the
+        # parser saw it, without loading or expanding anything.
+        raise errors.SamlXmlForbidden("the message carries a DTD")
     for node in root.iter(etree.Comment, etree.ProcessingInstruction):
         # A comment inside a NameID survives exclusive canonicalisation unsigned, and text
         # extraction may stop at it (CVE-2017-11427): "ada@x.com<!---->.evil" reads as
@@ -111,6 +132,13 @@ def check_response_structure(root: Any) -> None:
     """One assertion, in the one place the protocol puts it; signatures only where expected."""
     if root.tag != SAMLP + "Response":
         raise errors.SamlMalformed(f"expected a samlp:Response, got {etree.QName(root).localname}")
+    status = root.xpath("samlp:Status/samlp:StatusCode/@Value", namespaces=NS)
+    if status and status[0] != STATUS_SUCCESS:
+        # An IdP that did not sign the person in (cancelled, failed) sends no assertion:
+        # name that, rather than "signature wrapping" for the missing assertion. An unsigned
+        # status can only make this refuse, never accept.
+        detail = root.xpath("samlp:Status//samlp:StatusCode/@Value", namespaces=NS)
+        raise errors.SamlStatusNotSuccess(f"status {' / '.join(detail)}")
     assertions = root.xpath("//saml:Assertion | //saml:EncryptedAssertion", namespaces=NS)
     direct = root.xpath("saml:Assertion | saml:EncryptedAssertion", namespaces=NS)
     if len(assertions) != 1 or len(direct) != 1:
@@ -120,6 +148,16 @@ def check_response_structure(root: Any) -> None:
             f"{len(assertions)} assertions in the document, {len(direct)} where expected"
         )
     check_signatures(root, allowed_parents=(SAMLP + "Response", SAML + "Assertion"))
+    check_instants(root)
+
+
+def check_instants(root: Any) -> None:
+    """Every SAML time value in UTC, as python3-saml and ``_instant`` read it."""
+    for element in root.iter(etree.Element):
+        for name in INSTANT_ATTRIBUTES:
+            value = element.get(name)
+            if value is not None and not INSTANT.fullmatch(value):
+                raise errors.SamlMalformed(f"{name}={value[:40]!r} is not a UTC instant")
 
 
 def check_signatures(root: Any, allowed_parents: tuple[str, ...]) -> None:
@@ -139,6 +177,10 @@ def check_signatures(root: Any, allowed_parents: tuple[str, ...]) -> None:
 
 
 def _check_signed_info(signature: Any, parent: Any) -> None:
+    if len(signature.xpath("ds:SignedInfo", namespaces=NS)) != 1:
+        # An empty <ds:Signature/> signs nothing; without this it would read as a
+        # forbidden canonicalisation (no CanonicalizationMethod at all).
+        raise errors.SamlSignatureInvalid("a signature without exactly one SignedInfo")
     c14n = signature.xpath("ds:SignedInfo/ds:CanonicalizationMethod/@Algorithm", namespaces=NS)
     method = signature.xpath("ds:SignedInfo/ds:SignatureMethod/@Algorithm", namespaces=NS)
     references = signature.xpath("ds:SignedInfo/ds:Reference", namespaces=NS)

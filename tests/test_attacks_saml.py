@@ -1,0 +1,1295 @@
+"""Every way to forge, bend or reuse a SAML Response, each refused by the ACS with its reason.
+
+The connector-level tests pin the reason code of each refusal. Each negative is
+derived from a valid response and differs from it in the attacked aspect only;
+after the refusal, that valid original (same request, same IDs) is still accepted
+by the same connector (``refused_unlike``), which proves both that the refusal is
+due to the attack and that a refused response burns neither the pending request
+nor the assertion id. The web-level tests check what the person and the admin
+get: a 4xx page with the reason and the correlation id, an audit event, no
+account, no session cookie.
+
+Responses are built and signed by ``tests/saml_forge.py``; its docstring says
+which of these bare python3-saml would have accepted.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import datetime as dt
+import time
+import uuid
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from lxml import etree
+from sqlalchemy import func, select
+
+from sso_bridge import errors
+from sso_bridge.connectors.base import Verified
+from sso_bridge.connectors.saml import SamlConnector
+from sso_bridge.keyfiles import generate_private_key, self_signed_certificate, write_private_key
+from sso_bridge.models import AuditEvent, User
+from sso_bridge.settings import SamlConnection, Settings
+from sso_bridge.state import MemoryStore, RedisStore, Store
+
+from . import saml_forge as forge
+from .conftest import BASE_URL, Keys, build_app, settings_dict
+from .saml_forge import KeyPair, ResponseSpec, TestKeys
+
+ACS_URL = f"{BASE_URL}/saml/hr/acs"
+SP_ENTITY_ID = f"{BASE_URL}/saml/hr/metadata"
+IDP_ENTITY_ID = forge.IDP_ENTITY_ID
+IDP_SSO_URL = "https://idp.example.test/saml/sso"
+IDP_SLO_URL = "https://idp.example.test/saml/slo"
+LMS_NEXT = "http://127.0.0.1:5000/lms/"
+OTHER_SP = "https://lms.other.example/saml/metadata"
+
+MD = "urn:oasis:names:tc:SAML:2.0:metadata"
+REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
+SAML = f"{{{forge.NS_SAML}}}"
+SAMLP = f"{{{forge.NS_SAMLP}}}"
+DS = f"{{{forge.NS_DS}}}"
+
+
+# --------------------------------------------------------------------------- keys, metadata
+
+
+@dataclass(frozen=True)
+class Pki:
+    """The IdP's key pair, an attacker's, and the files the SAML connection is built from."""
+
+    idp: KeyPair
+    attacker: KeyPair
+    sp_cert_pem: bytes
+    metadata_file: Path
+    sp_key_file: Path
+    sp_cert_file: Path
+
+
+def idp_metadata(keys: KeyPair) -> bytes:
+    """A minimal EntityDescriptor: the IdP's signing certificate, SSO and SLO by redirect."""
+    ds = forge.NS_DS
+    root = etree.Element(f"{{{MD}}}EntityDescriptor", nsmap={"md": MD, "ds": ds})
+    root.set("entityID", IDP_ENTITY_ID)
+    idp = etree.SubElement(root, f"{{{MD}}}IDPSSODescriptor")
+    idp.set("protocolSupportEnumeration", forge.NS_SAMLP)
+    descriptor = etree.SubElement(idp, f"{{{MD}}}KeyDescriptor")
+    descriptor.set("use", "signing")
+    key_info = etree.SubElement(descriptor, f"{{{ds}}}KeyInfo")
+    x509_data = etree.SubElement(key_info, f"{{{ds}}}X509Data")
+    etree.SubElement(x509_data, f"{{{ds}}}X509Certificate").text = keys.cert_b64
+    for tag, location in (
+        ("SingleLogoutService", IDP_SLO_URL),
+        ("SingleSignOnService", IDP_SSO_URL),
+    ):
+        service = etree.SubElement(idp, f"{{{MD}}}{tag}")
+        service.set("Binding", REDIRECT)
+        service.set("Location", location)
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    directory = tmp_path_factory.mktemp("saml-pki")
+    idp = TestKeys.generate("test IdP")
+    metadata_file = directory / "idp-metadata.xml"
+    metadata_file.write_bytes(idp_metadata(idp))
+    sp_key = generate_private_key("rsa")
+    write_private_key(directory / "sp.key", sp_key)
+    sp_cert_pem = self_signed_certificate(sp_key, "sso-bridge test SP", 30)
+    (directory / "sp.crt").write_bytes(sp_cert_pem)
+    return Pki(
+        idp=idp,
+        attacker=TestKeys.generate("test IdP"),  # the same name, another key
+        sp_cert_pem=sp_cert_pem,
+        metadata_file=metadata_file,
+        sp_key_file=directory / "sp.key",
+        sp_cert_file=directory / "sp.crt",
+    )
+
+
+def connection_dict(pki: Pki, **options: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "type": "saml",
+        "display_name": "Acme single sign-on",
+        "idp_metadata_file": pki.metadata_file,
+        "sp_key_file": pki.sp_key_file,
+        "sp_cert_file": pki.sp_cert_file,
+        "clock_skew": 60,
+    }
+    data.update(options)
+    return data
+
+
+# --------------------------------------------------------------------------- the SP under attack
+
+
+def request_id_of(login_url: str) -> str:
+    """The ID of the AuthnRequest in an HTTP-Redirect URL (base64 of raw deflate)."""
+    value = parse_qs(urlsplit(login_url).query)["SAMLRequest"][0]
+    xml = zlib.decompress(base64.b64decode(value), -15)
+    request_id = etree.fromstring(xml).get("ID")
+    assert request_id
+    return request_id
+
+
+Mutation = Callable[[etree._Element], None]
+
+
+class Sp:
+    """Connection ``hr`` as the ACS sees it, and an IdP (the forge) that talks to it."""
+
+    def __init__(
+        self,
+        pki: Pki,
+        var_dir: Path,
+        *,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        self.pki = pki
+        self.connection = SamlConnection.model_validate(connection_dict(pki, **options))
+        self.connector = SamlConnector(
+            "hr", self.connection, BASE_URL, store or MemoryStore(), var_dir, clock=clock
+        )
+
+    def begin(self) -> str:
+        """Start an SP-initiated login; the id of the pending AuthnRequest."""
+        return request_id_of(self.connector.begin(LMS_NEXT))
+
+    def spec(self, *, solicited: bool = True, **fields: Any) -> ResponseSpec:
+        """A valid response for this SP: to a fresh pending request, or IdP-initiated."""
+        values: dict[str, Any] = {
+            "destination": ACS_URL,
+            "recipient": ACS_URL,
+            "audience": [SP_ENTITY_ID],
+        }
+        if solicited:
+            values["in_response_to"] = self.begin()
+        values.update(fields)
+        return ResponseSpec(**values)
+
+    def sign(
+        self,
+        spec: ResponseSpec,
+        *,
+        target: Literal["assertion", "response", "both", "none"] = "assertion",
+        mutate: Mutation | None = None,
+        keys: KeyPair | None = None,
+        **options: Any,
+    ) -> bytes:
+        """Build ``spec``, apply ``mutate`` to the tree before signing, sign as the IdP."""
+        keys = keys or self.pki.idp
+        root = forge.build_response(spec)
+        if mutate is not None:
+            mutate(root)
+        xml = forge.to_bytes(root)
+        if target in ("assertion", "both"):
+            xml = forge.sign(xml, keys.key_pem, keys.cert_pem, target="assertion", **options)
+        if target in ("response", "both"):
+            xml = forge.sign(xml, keys.key_pem, keys.cert_pem, target="response", **options)
+        return xml
+
+    def encrypt(self, xml: bytes) -> bytes:
+        return forge.encrypt_assertion(xml, self.pki.sp_cert_pem)
+
+    def complete(self, xml: bytes | str, relay_state: str | None = None) -> Verified:
+        value = xml if isinstance(xml, str) else forge.to_b64(xml)
+        data = {"SAMLResponse": value}
+        if relay_state is not None:
+            data["RelayState"] = relay_state
+        return self.connector.complete(data)
+
+    def refused(self, xml: bytes | str) -> str:
+        with pytest.raises(errors.BridgeError) as info:
+            self.complete(xml)
+        return info.value.code
+
+
+def refused_unlike(sp: Sp, bad: bytes | str, control: bytes) -> str:
+    """The reason ``bad`` is refused; then ``control`` (the valid original) must pass.
+
+    The control carries the same request and assertion IDs as ``bad``: its acceptance
+    shows that the refusal is due to what the attack changed, and that the refusal
+    used up neither the pending request nor the assertion id.
+    """
+    code = sp.refused(bad)
+    assert sp.complete(control).identity.subject == "E1001"
+    return code
+
+
+@pytest.fixture
+def make_sp(pki: Pki, tmp_path: Path) -> Callable[..., Sp]:
+    def make(**options: Any) -> Sp:
+        return Sp(pki, tmp_path / "var", **options)
+
+    return make
+
+
+@pytest.fixture
+def sp(make_sp: Callable[..., Sp]) -> Sp:
+    return make_sp()
+
+
+@pytest.fixture
+def unsolicited_sp(make_sp: Callable[..., Sp]) -> Sp:
+    return make_sp(allow_unsolicited=True)
+
+
+def _assertion(root: etree._Element) -> etree._Element:
+    node = root.find(f"{SAML}Assertion")
+    assert node is not None
+    return node
+
+
+def _find(root: etree._Element, path: str) -> etree._Element:
+    node = root.find(path, namespaces=forge.NSMAP)
+    assert node is not None, path
+    return node
+
+
+def _scd(root: etree._Element) -> etree._Element:
+    return _find(
+        root, "saml:Assertion/saml:Subject/saml:SubjectConfirmation/saml:SubjectConfirmationData"
+    )
+
+
+# --------------------------------------------------------------------------- the positive control
+
+
+def test_a_valid_sp_initiated_response_is_accepted_and_mapped(sp: Sp) -> None:
+    spec = sp.spec()
+    verified = sp.complete(sp.sign(spec))
+    identity = verified.identity
+    assert identity.connection == "hr"
+    assert identity.subject == "E1001"
+    assert identity.email == "e1001@example.test"
+    assert identity.display_name == "Erin Example"
+    assert verified.next == LMS_NEXT  # from the pending request, not from RelayState
+    assert verified.session == {
+        "name_id": "E1001",
+        "name_id_format": forge.NAMEID_PERSISTENT,
+        "session_index": spec.session_index,
+    }
+
+
+def test_a_valid_idp_initiated_response_takes_its_deep_link_from_relay_state(
+    unsolicited_sp: Sp,
+) -> None:
+    xml = unsolicited_sp.sign(unsolicited_sp.spec(solicited=False))
+    verified = unsolicited_sp.complete(xml, relay_state="/course/view.php?id=3")
+    assert verified.identity.subject == "E1001"
+    assert verified.next == "/course/view.php?id=3"
+
+
+@pytest.mark.parametrize(
+    ("target", "options"),
+    [
+        ("both", {}),
+        ("assertion", {"include_keyinfo": False}),  # the configured certificate is used
+    ],
+)
+def test_other_valid_signature_layouts_are_accepted(
+    sp: Sp, target: Literal["both"], options: dict[str, Any]
+) -> None:
+    assert sp.complete(sp.sign(sp.spec(), target=target, **options)).identity.subject == "E1001"
+
+
+def test_response_and_assertion_signed_when_the_response_signature_is_required(
+    make_sp: Callable[..., Sp],
+) -> None:
+    strict = make_sp(want_response_signed=True)
+    spec = strict.spec()
+    assert strict.complete(strict.sign(spec, target="both")).identity.subject == "E1001"
+
+
+def test_an_audience_list_that_includes_this_sp_is_accepted(sp: Sp) -> None:
+    # Audiences within one AudienceRestriction are alternatives (SAML core 2.5.1.4).
+    xml = sp.sign(sp.spec(audience=[OTHER_SP, SP_ENTITY_ID]))
+    assert sp.complete(xml).identity.subject == "E1001"
+
+
+# --------------------------------------------------------------------------- signature wrapping
+
+
+@pytest.mark.parametrize("n", range(1, 9))
+def test_xml_signature_wrapping(sp: Sp, n: int) -> None:
+    # XSW1 and XSW2 wrap a signed Response, XSW3-XSW8 a signed Assertion (SAMLRaider).
+    good = sp.sign(sp.spec(), target="both" if n <= 2 else "assertion")
+    attack = forge.xsw(good, n)
+    assert refused_unlike(sp, attack, good) == "saml_signature_wrapping"
+
+
+def test_signature_wrapping_with_an_encrypted_and_a_plain_assertion(
+    make_sp: Callable[..., Sp],
+) -> None:
+    sp = make_sp(want_assertions_encrypted=True)
+    spec = sp.spec()
+    good = sp.encrypt(sp.sign(spec))
+    evil = forge.build_response(dataclasses.replace(spec, name_id=forge.EVIL_NAME_ID))
+    root = etree.fromstring(good)
+    root.append(_assertion(evil))
+    assert refused_unlike(sp, etree.tostring(root), good) == "saml_signature_wrapping"
+
+
+# --------------------------------------------------------------------------- stripped, empty, partial
+
+
+def test_stripped_signature(sp: Sp) -> None:
+    good = sp.sign(sp.spec())
+    assert refused_unlike(sp, forge.strip_signature(good), good) == "saml_signature_missing"
+
+
+def test_empty_signature_value(sp: Sp) -> None:
+    good = sp.sign(sp.spec())
+    assert refused_unlike(sp, forge.empty_signature_value(good), good) == "saml_signature_invalid"
+
+
+def test_empty_signature_element(sp: Sp) -> None:
+    # <ds:Signature/>: "a Signature is present" is all it offers.
+    good = sp.sign(sp.spec())
+    assert refused_unlike(sp, forge.empty_signature(good), good) == "saml_signature_invalid"
+
+
+def test_only_the_response_signed_when_assertions_must_be(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = forge.signature_on_other_element(spec, sp.pki.idp, mode="response_only")
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_signature_missing"
+
+
+def test_assertion_signature_stripped_from_a_doubly_signed_response(sp: Sp) -> None:
+    good = sp.sign(sp.spec(), target="both")
+    attack = forge.strip_signature(good, target="assertion")
+    assert refused_unlike(sp, attack, good) == "saml_signature_missing"
+
+
+def test_only_the_assertion_signed_when_the_response_must_be(make_sp: Callable[..., Sp]) -> None:
+    strict = make_sp(want_response_signed=True)
+    spec = strict.spec()
+    attack = strict.sign(spec, target="assertion")
+    good = strict.sign(spec, target="both")
+    assert refused_unlike(strict, attack, good) == "saml_signature_missing"
+
+
+def test_signature_in_the_assertion_referencing_the_response(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = forge.signature_on_other_element(spec, sp.pki.idp, mode="reference_elsewhere")
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_signature_wrapping"
+
+
+@pytest.mark.parametrize("evil_name_id", [None, forge.EVIL_NAME_ID])
+def test_resigned_by_an_attacker_with_its_certificate_in_keyinfo(
+    sp: Sp, evil_name_id: str | None
+) -> None:
+    good = sp.sign(sp.spec())
+    attack = forge.replace_keyinfo(good, sp.pki.attacker, evil_name_id=evil_name_id)
+    assert forge.verify_signature(attack, sp.pki.attacker.cert_pem)  # valid for its own cert
+    assert refused_unlike(sp, attack, good) == "saml_signature_invalid"
+
+
+def test_signed_by_an_attacker_without_keyinfo(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = sp.sign(spec, keys=sp.pki.attacker, include_keyinfo=False)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_signature_invalid"
+
+
+def test_name_id_changed_after_signing(sp: Sp) -> None:
+    good = sp.sign(sp.spec())
+    attack = forge.set_name_id(good, forge.EVIL_NAME_ID)
+    assert refused_unlike(sp, attack, good) == "saml_signature_invalid"
+
+
+# --------------------------------------------------------------------------- comments, DTDs
+
+
+def test_comment_in_name_id(sp: Sp) -> None:
+    # Signed as "E1001.evil"; a truncating reader would see "E1001".
+    spec = sp.spec(name_id="E1001.evil")
+    attack = forge.comment_in_name_id(spec, sp.pki.idp)
+    control = sp.sign(dataclasses.replace(spec, name_id="E1001"))
+    assert refused_unlike(sp, attack, control) == "saml_xml_forbidden"
+
+
+def test_comment_in_an_attribute_value(sp: Sp) -> None:
+    spec = sp.spec()
+
+    def comment_in_mail(root: etree._Element) -> None:
+        value = _find(
+            root,
+            f"saml:Assertion/saml:AttributeStatement/saml:Attribute[@Name='{forge.ATTR_MAIL}']/saml:AttributeValue",
+        )
+        value.text = "e1001@example.test"
+        comment = etree.Comment("")
+        comment.tail = ".evil.example"
+        value.append(comment)
+
+    attack = sp.sign(spec, mutate=comment_in_mail)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_xml_forbidden"
+
+
+def test_processing_instruction(sp: Sp) -> None:
+    spec = sp.spec()
+
+    def add_pi(root: etree._Element) -> None:
+        root.insert(
+            0, etree.ProcessingInstruction("xml-stylesheet", 'href="http://evil.example/x.xsl"')
+        )
+
+    attack = sp.sign(spec, mutate=add_pi)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_xml_forbidden"
+
+
+def utf16(xml: bytes) -> bytes:
+    """The same document in UTF-16 (with a BOM and an XML declaration saying so)."""
+    return ('<?xml version="1.0" encoding="UTF-16"?>\n' + xml.decode()).encode("utf-16")
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        pytest.param(lambda xml: forge.with_doctype_entities(xml), id="internal-entity"),
+        pytest.param(lambda xml: forge.billion_laughs(xml), id="billion-laughs"),
+        pytest.param(lambda xml: forge.xxe_external("file:///etc/passwd", xml), id="xxe-file"),
+        pytest.param(
+            lambda xml: forge.xxe_external("http://127.0.0.1:9/xxe", xml), id="xxe-network"
+        ),
+        # The DTD ban must not depend on the encoding the bytes happen to be in.
+        pytest.param(
+            lambda xml: utf16(forge.xxe_external("file:///etc/passwd", xml)), id="xxe-utf16"
+        ),
+        pytest.param(lambda xml: utf16(forge.billion_laughs(xml)), id="billion-laughs-utf16"),
+    ],
+)
+def test_dtds_and_entities(sp: Sp, attack: Callable[[bytes], bytes]) -> None:
+    good = sp.sign(sp.spec())
+    assert refused_unlike(sp, attack(good), good) == "saml_xml_forbidden"
+
+
+# --------------------------------------------------------------------------- transforms, algorithms
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        pytest.param(forge.xpath_transform(), id="xpath"),
+        pytest.param(forge.xslt_transform(), id="xslt"),
+    ],
+)
+def test_validly_signed_with_an_extra_transform(sp: Sp, transform: forge.RefTransform) -> None:
+    spec = sp.spec()
+    attack = sp.sign(spec, transforms=[*forge.DEFAULT_TRANSFORMS, transform])
+    assert forge.verify_signature(attack, sp.pki.idp.cert_pem)  # the IdP's key, valid
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_transform_forbidden"
+
+
+@pytest.mark.parametrize("position", [0, None])
+def test_xslt_transform_injected_after_signing(sp: Sp, position: int | None) -> None:
+    good = sp.sign(sp.spec())
+    attack = forge.inject_transform(good, forge.xslt_transform(), position=position)
+    assert refused_unlike(sp, attack, good) == "saml_transform_forbidden"
+
+
+def test_inclusive_canonicalisation(sp: Sp) -> None:
+    good = sp.sign(sp.spec())
+    root = etree.fromstring(good)
+    method = _find(root, "saml:Assertion/ds:Signature/ds:SignedInfo/ds:CanonicalizationMethod")
+    method.set("Algorithm", "http://www.w3.org/TR/2001/REC-xml-c14n-20010315")
+    assert refused_unlike(sp, etree.tostring(root), good) == "saml_transform_forbidden"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param({"sig_alg": forge.RSA_SHA1}, id="rsa-sha1"),
+        pytest.param({"digest_alg": forge.SHA1}, id="digest-sha1"),
+    ],
+)
+def test_deprecated_algorithms(sp: Sp, options: dict[str, Any]) -> None:
+    spec = sp.spec()
+    attack = sp.sign(spec, **options)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_algorithm_forbidden"
+
+
+# --------------------------------------------------------------------------- audience, recipient, destination, issuer
+
+
+@pytest.mark.parametrize(
+    "audience",
+    [
+        pytest.param([OTHER_SP], id="another-sp"),
+        pytest.param(None, id="missing"),
+        pytest.param([SP_ENTITY_ID + "/"], id="trailing-slash"),
+        pytest.param([f"{BASE_URL}/saml/hr"], id="prefix"),
+        pytest.param([SP_ENTITY_ID.replace("http:", "https:")], id="https-variant"),
+    ],
+)
+def test_wrong_or_missing_audience(sp: Sp, audience: list[str] | None) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, audience=audience))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_audience_mismatch"
+
+
+def test_a_second_audience_restriction_listing_only_another_sp(sp: Sp) -> None:
+    # Several AudienceRestrictions must all be met; python3-saml merges their audiences.
+    spec = sp.spec()
+
+    def restrict_to_another_sp_too(root: etree._Element) -> None:
+        conditions = _find(root, "saml:Assertion/saml:Conditions")
+        restriction = etree.SubElement(conditions, f"{SAML}AudienceRestriction")
+        etree.SubElement(restriction, f"{SAML}Audience").text = OTHER_SP
+
+    attack = sp.sign(spec, mutate=restrict_to_another_sp_too)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_audience_mismatch"
+
+
+@pytest.mark.parametrize(
+    "recipient",
+    [
+        pytest.param(None, id="missing"),
+        pytest.param(f"https://evil.example/?r={ACS_URL}", id="contains-ours"),
+        pytest.param(f"{ACS_URL}.evil.example", id="ours-as-prefix"),
+        pytest.param(f"{BASE_URL}/saml/other/acs", id="another-path"),
+        pytest.param(ACS_URL + "/", id="trailing-slash"),
+        pytest.param(ACS_URL.replace("http:", "https:"), id="https-variant"),
+    ],
+)
+def test_recipient_tricks(sp: Sp, recipient: str | None) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, recipient=recipient))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_recipient_mismatch"
+
+
+@pytest.mark.parametrize(
+    "destination",
+    [
+        pytest.param(None, id="missing"),
+        pytest.param("", id="empty"),
+        pytest.param(f"{ACS_URL}/evil", id="ours-as-prefix"),
+        pytest.param(f"{BASE_URL}/saml/other/acs", id="another-path"),
+        pytest.param("https://lms.other.example/saml/acs", id="another-sp"),
+        pytest.param(ACS_URL.replace("http:", "https:"), id="https-variant"),
+    ],
+)
+def test_destination_tricks(sp: Sp, destination: str | None) -> None:
+    # The Response is unsigned here, as most IdPs send it: Destination is not covered
+    # by the assertion's signature, so only the exact comparison stops a rewrite.
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, destination=destination))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_destination_mismatch"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"issuer": "https://evil.example/idp"}, id="both"),
+        pytest.param({"assertion_issuer": "https://evil.example/idp"}, id="assertion"),
+        pytest.param(
+            {"issuer": "https://evil.example/idp", "assertion_issuer": IDP_ENTITY_ID},
+            id="response",
+        ),
+        pytest.param({"issuer": IDP_ENTITY_ID + "/"}, id="trailing-slash"),
+    ],
+)
+def test_wrong_issuer(sp: Sp, fields: dict[str, str]) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, **fields))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_issuer_mismatch"
+
+
+# --------------------------------------------------------------------------- time
+
+
+def _at(seconds: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("shift", "reason"),
+    [
+        pytest.param(-50, None, id="expired-50s-ago-within-skew"),
+        pytest.param(-70, "saml_expired", id="expired-70s-ago"),
+    ],
+)
+def test_conditions_not_on_or_after_at_the_skew_boundary(
+    make_sp: Callable[..., Sp], shift: int, reason: str | None
+) -> None:
+    now = int(time.time())
+    sp = make_sp(clock=lambda: float(now))  # clock_skew is 60
+    spec = sp.spec(
+        issue_instant=_at(now - 120),
+        not_before=_at(now - 120),
+        not_on_or_after=_at(now + shift),
+        sc_not_on_or_after=_at(now + 300),
+    )
+    xml = sp.sign(spec)
+    if reason is None:
+        assert sp.complete(xml).identity.subject == "E1001"
+    else:
+        control = sp.sign(dataclasses.replace(spec, not_on_or_after=_at(now - 50)))
+        assert refused_unlike(sp, xml, control) == reason
+
+
+@pytest.mark.parametrize(
+    ("shift", "reason"),
+    [
+        pytest.param(50, None, id="starts-in-50s-within-skew"),
+        pytest.param(70, "saml_not_yet_valid", id="starts-in-70s"),
+    ],
+)
+def test_conditions_not_before_at_the_skew_boundary(
+    make_sp: Callable[..., Sp], shift: int, reason: str | None
+) -> None:
+    now = int(time.time())
+    sp = make_sp(clock=lambda: float(now))
+    spec = sp.spec(
+        issue_instant=_at(now),
+        not_before=_at(now + shift),
+        not_on_or_after=_at(now + 300),
+        sc_not_on_or_after=_at(now + 300),
+    )
+    xml = sp.sign(spec)
+    if reason is None:
+        assert sp.complete(xml).identity.subject == "E1001"
+    else:
+        control = sp.sign(dataclasses.replace(spec, not_before=_at(now + 50)))
+        assert refused_unlike(sp, xml, control) == reason
+
+
+def test_subject_confirmation_without_not_on_or_after(sp: Sp) -> None:
+    # The Web SSO profile requires it; python3-saml does not.
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, include_subject_confirmation_not_on_or_after=False))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_subject_confirmation_invalid"
+
+
+def test_subject_confirmation_expired(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = sp.sign(
+        dataclasses.replace(spec, sc_not_on_or_after=spec.issue_instant - dt.timedelta(seconds=5))
+    )
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_expired"
+
+
+@pytest.mark.parametrize(
+    ("attribute", "shift"),
+    [
+        pytest.param("NotOnOrAfter", -3600, id="expired-an-hour-ago-written-with-an-offset"),
+        pytest.param("NotBefore", 3600, id="valid-in-an-hour-written-with-an-offset"),
+    ],
+)
+def test_instants_with_a_time_zone_offset(sp: Sp, attribute: str, shift: int) -> None:
+    # SAML time values are UTC. "+05:00" read as UTC would move the instant by five
+    # hours: an assertion that expired an hour ago would look valid for four more.
+    spec = sp.spec()
+    instant = spec.issue_instant + dt.timedelta(seconds=shift)
+    local = instant.astimezone(dt.timezone(dt.timedelta(hours=-5 if shift > 0 else 5)))
+
+    def offset(root: etree._Element) -> None:
+        _find(root, "saml:Assertion/saml:Conditions").set(attribute, local.isoformat())
+
+    attack = sp.sign(spec, mutate=offset)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_malformed"
+
+
+# --------------------------------------------------------------------------- InResponseTo, unsolicited
+
+
+def test_in_response_to_a_request_never_sent(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, in_response_to=forge.new_id()))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_in_response_to_unknown"
+
+
+def test_subject_confirmation_answering_another_request(sp: Sp) -> None:
+    # The Response names our pending request, the signed assertion another one.
+    spec = sp.spec()
+
+    def other_request(root: etree._Element) -> None:
+        _scd(root).set("InResponseTo", forge.new_id())
+
+    attack = sp.sign(spec, mutate=other_request)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_in_response_to_unknown"
+
+
+def test_unsolicited_assertion_dressed_as_an_answer(sp: Sp) -> None:
+    # The Response names our pending request; the signed assertion answers none.
+    spec = sp.spec()
+
+    def unsolicited_assertion(root: etree._Element) -> None:
+        del _scd(root).attrib["InResponseTo"]
+
+    attack = sp.sign(spec, mutate=unsolicited_assertion)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_in_response_to_unknown"
+
+
+def test_answer_to_a_request_passed_off_as_idp_initiated(unsolicited_sp: Sp) -> None:
+    # A solicited assertion (for someone else's browser) with the unsigned Response's
+    # InResponseTo removed, posted where IdP-initiated logins are allowed.
+    sp = unsolicited_sp
+    spec = sp.spec()
+    good = sp.sign(spec)
+    root = etree.fromstring(good)
+    del root.attrib["InResponseTo"]
+    assert refused_unlike(sp, etree.tostring(root), good) == "saml_in_response_to_unknown"
+
+
+def test_unsolicited_response_when_not_allowed(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, in_response_to=None))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_unsolicited"
+
+
+def test_a_response_for_a_completed_request(sp: Sp) -> None:
+    spec = sp.spec()
+    assert sp.complete(sp.sign(spec)).identity.subject == "E1001"
+    # Another response (fresh IDs) to the same request A, after A was answered.
+    second = dataclasses.replace(spec, response_id=forge.new_id(), assertion_id=forge.new_id())
+    assert sp.refused(sp.sign(second)) == "saml_in_response_to_unknown"
+
+
+def test_a_request_of_one_connection_is_unknown_to_another(pki: Pki, tmp_path: Path) -> None:
+    # Another connection on the same store and IdP: pending requests are kept per
+    # connection, so a response to a request of `hr` does not complete a login at `other`.
+    store = MemoryStore()
+    hr = Sp(pki, tmp_path / "var", store=store)
+    spec = hr.spec()
+    other = SamlConnector("other", hr.connection, BASE_URL, store, tmp_path / "var")
+    with pytest.raises(errors.BridgeError) as info:
+        other.complete({"SAMLResponse": forge.to_b64(hr.sign(spec))})
+    assert info.value.code == "saml_in_response_to_unknown"
+    assert hr.complete(hr.sign(spec)).identity.subject == "E1001"
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def test_replay_of_the_same_response(unsolicited_sp: Sp) -> None:
+    xml = unsolicited_sp.sign(unsolicited_sp.spec(solicited=False))
+    assert unsolicited_sp.complete(xml).identity.subject == "E1001"
+    assert unsolicited_sp.refused(xml) == "saml_replayed"
+
+
+def test_replay_of_the_assertion_in_a_new_response(unsolicited_sp: Sp) -> None:
+    # The Response is unsigned: its ID is the attacker's to change; the assertion's is not.
+    sp = unsolicited_sp
+    spec = sp.spec(solicited=False)
+    assert sp.complete(sp.sign(spec)).identity.subject == "E1001"
+    again = sp.sign(dataclasses.replace(spec, response_id=forge.new_id()))
+    assert sp.refused(again) == "saml_replayed"
+
+
+def test_replay_of_a_solicited_response(sp: Sp) -> None:
+    xml = sp.sign(sp.spec())
+    assert sp.complete(xml).identity.subject == "E1001"
+    # Its request is used up first, so that is what the refusal names.
+    assert sp.refused(xml) == "saml_in_response_to_unknown"
+
+
+def test_replay_on_a_second_instance_sharing_redis(
+    pki: Pki, tmp_path: Path, redis_server: Any
+) -> None:
+    prefix = f"saml-replay-{uuid.uuid4().hex}:"
+    first, second = (
+        Sp(
+            pki,
+            tmp_path / f"var{i}",
+            store=RedisStore(redis_server.url, prefix=prefix),
+            allow_unsolicited=True,
+        )
+        for i in range(2)
+    )
+    xml = first.sign(first.spec(solicited=False))
+    assert first.complete(xml).identity.subject == "E1001"
+    assert second.refused(xml) == "saml_replayed"
+    # An SP-initiated one begun on the first instance completes on the second, once.
+    solicited = first.sign(first.spec())
+    assert second.complete(solicited).identity.subject == "E1001"
+    assert first.refused(solicited) == "saml_in_response_to_unknown"
+
+
+# --------------------------------------------------------------------------- encryption
+
+
+@pytest.fixture
+def encrypted_sp(make_sp: Callable[..., Sp]) -> Sp:
+    return make_sp(want_assertions_encrypted=True)
+
+
+def test_a_valid_encrypted_assertion_is_accepted(encrypted_sp: Sp) -> None:
+    sp = encrypted_sp
+    xml = sp.encrypt(sp.sign(sp.spec()))
+    assert b"EncryptedAssertion" in xml and b"E1001" not in xml
+    assert sp.complete(xml).identity.email == "e1001@example.test"
+
+
+@pytest.mark.parametrize("which", ["data", "key"])
+def test_tampered_encrypted_assertion(encrypted_sp: Sp, which: Literal["data", "key"]) -> None:
+    sp = encrypted_sp
+    good = sp.encrypt(sp.sign(sp.spec()))
+    attack = forge.tamper_encrypted(good, which=which)
+    assert refused_unlike(sp, attack, good) == "saml_decryption_failed"
+
+
+def test_assertion_encrypted_for_another_key(encrypted_sp: Sp) -> None:
+    sp = encrypted_sp
+    signed = sp.sign(sp.spec())
+    attack = forge.encrypt_assertion(signed, sp.pki.attacker.cert_pem)
+    assert refused_unlike(sp, attack, sp.encrypt(signed)) == "saml_decryption_failed"
+
+
+def test_unencrypted_assertion_when_encryption_is_required(encrypted_sp: Sp) -> None:
+    sp = encrypted_sp
+    signed = sp.sign(sp.spec())
+    assert refused_unlike(sp, signed, sp.encrypt(signed)) == "saml_not_encrypted"
+
+
+def test_encrypted_but_unsigned_assertion(encrypted_sp: Sp) -> None:
+    # Anyone can encrypt for the SP: its certificate is public.
+    sp = encrypted_sp
+    spec = sp.spec()
+    attack = sp.encrypt(sp.sign(spec, target="none"))
+    assert refused_unlike(sp, attack, sp.encrypt(sp.sign(spec))) == "saml_signature_missing"
+
+
+def test_comment_in_name_id_inside_an_encrypted_assertion_is_read_in_full(
+    encrypted_sp: Sp,
+) -> None:
+    # The comment is out of reach of the XML pre-checks until python3-saml decrypts,
+    # and its parser drops comments: the NameID is the whole signed value, never the
+    # truncated "E1001" the attack is after.
+    sp = encrypted_sp
+    attack = sp.encrypt(forge.comment_in_name_id(sp.spec(name_id="E1001.evil"), sp.pki.idp))
+    assert sp.complete(attack).identity.subject == "E1001.evil"
+
+
+# --------------------------------------------------------------------------- content
+
+
+def test_duplicate_attribute(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = forge.duplicate_attribute(spec, sp.pki.idp, values=("ceo@example.test",))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_duplicate_attribute"
+
+
+def test_duplicate_friendly_name(sp: Sp) -> None:
+    # Two Names, one FriendlyName: which one is "mail" would be a guess.
+    spec = sp.spec()
+
+    def second_mail(root: etree._Element) -> None:
+        statement = _find(root, "saml:Assertion/saml:AttributeStatement")
+        extra = copy.deepcopy(statement[0])
+        extra.set("Name", "urn:example:mail")
+        statement.append(extra)
+
+    attack = sp.sign(spec, mutate=second_mail)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_duplicate_attribute"
+
+
+def test_transient_name_id(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, name_id_format=forge.NAMEID_TRANSIENT))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_name_id_transient"
+
+
+@pytest.mark.parametrize("name_id", [None, ""])
+def test_missing_or_empty_name_id(sp: Sp, name_id: str | None) -> None:
+    spec = sp.spec()
+
+    def change(root: etree._Element) -> None:
+        node = _find(root, "saml:Assertion/saml:Subject/saml:NameID")
+        if name_id is None:
+            node.getparent().remove(node)  # type: ignore[union-attr]
+        else:
+            node.text = name_id
+
+    attack = sp.sign(spec, mutate=change)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_name_id_missing"
+
+
+def test_name_id_qualified_for_another_sp(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, sp_name_qualifier=OTHER_SP))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_audience_mismatch"
+
+
+def test_status_not_success_with_an_assertion(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, status=forge.STATUS_RESPONDER))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_status_not_success"
+
+
+def test_status_not_success_without_an_assertion(sp: Sp) -> None:
+    # What an IdP sends when the person cancels or authentication fails.
+    spec = sp.spec(status=forge.STATUS_RESPONDER, status_message="AuthnFailed")
+
+    def no_assertion(root: etree._Element) -> None:
+        root.remove(_assertion(root))
+        status_code = _find(root, "samlp:Status/samlp:StatusCode")
+        etree.SubElement(status_code, f"{SAMLP}StatusCode").set(
+            "Value", "urn:oasis:names:tc:SAML:2.0:status:AuthnFailed"
+        )
+
+    attack = sp.sign(spec, target="none", mutate=no_assertion)
+    control = sp.sign(dataclasses.replace(spec, status=forge.STATUS_SUCCESS, status_message=None))
+    assert refused_unlike(sp, attack, control) == "saml_status_not_success"
+
+
+def test_missing_conditions(sp: Sp) -> None:
+    spec = sp.spec()
+    attack = sp.sign(dataclasses.replace(spec, include_conditions=False))
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_assertion_incomplete"
+
+
+# --------------------------------------------------------------------------- input
+
+
+def test_empty_or_absent_response(sp: Sp) -> None:
+    for data in ({}, {"SAMLResponse": ""}):
+        with pytest.raises(errors.BridgeError) as info:
+            sp.connector.complete(data)
+        assert info.value.code == "saml_response_missing"
+
+
+def test_oversized_response(sp: Sp) -> None:
+    limit = sp.connection.max_response_bytes
+    spec = sp.spec()
+    padded = dataclasses.replace(
+        spec, attributes={**spec.attributes, "padding": ["x" * (limit + 1)]}
+    )
+    attack = sp.sign(padded)
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_too_large"
+    assert sp.refused("A" * (limit * 2)) == "saml_too_large"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("not base64!", id="not-base64"),
+        pytest.param("PHNhbWxwOlJlc3BvbnNl%3D", id="url-encoded"),
+        pytest.param(base64.urlsafe_b64encode(b"<?>\xff\xfe" * 20).decode(), id="urlsafe-alphabet"),
+        pytest.param(base64.b64encode(b"this is not xml").decode(), id="not-xml"),
+        pytest.param(base64.b64encode(b"<samlp:Response").decode(), id="truncated-xml"),
+    ],
+)
+def test_malformed_input(sp: Sp, value: str) -> None:
+    assert sp.refused(value) == "saml_malformed"
+
+
+def test_deflated_response(sp: Sp) -> None:
+    # The redirect binding's encoding, not the POST binding's.
+    good = sp.sign(sp.spec())
+    compressor = zlib.compressobj(wbits=-15)
+    deflated = compressor.compress(good) + compressor.flush()
+    assert sp.refused(base64.b64encode(deflated).decode()) == "saml_malformed"
+
+
+def test_other_saml_messages_posted_to_the_acs(sp: Sp) -> None:
+    authn_request = zlib.decompress(
+        base64.b64decode(parse_qs(urlsplit(sp.connector.begin(LMS_NEXT)).query)["SAMLRequest"][0]),
+        -15,
+    )
+    assert sp.refused(base64.b64encode(authn_request).decode()) == "saml_malformed"
+
+
+# --------------------------------------------------------------------------- through the web layer
+
+
+@pytest.fixture
+def saml_settings(
+    make_settings: Callable[..., Settings], keys: Keys, tmp_path: Path, pki: Pki
+) -> Callable[..., Settings]:
+    """The usual settings plus connection `hr` (IdP-initiated allowed)."""
+
+    def make(store: str | None = None, **options: Any) -> Settings:
+        connections = settings_dict(keys, tmp_path)["connections"]
+        options.setdefault("allow_unsolicited", True)
+        options.setdefault("max_response_bytes", 16384)
+        connections["hr"] = connection_dict(pki, **options)
+        overrides: dict[str, Any] = {"connections": connections}
+        if store is not None:
+            overrides["store"] = {"url": store}
+        return make_settings(**overrides)
+
+    return make
+
+
+@pytest.fixture
+def saml_app(saml_settings: Callable[..., Settings]) -> Any:
+    app = build_app(saml_settings())
+    yield app
+    app.extensions["sso_bridge"].close()
+
+
+def _counts(app: Any) -> tuple[int, list[str]]:
+    with app.extensions["sso_bridge"].db.session() as session:
+        users = session.scalar(select(func.count()).select_from(User)) or 0
+        reasons = list(
+            session.scalars(
+                select(AuditEvent.reason).where(AuditEvent.event == "login").order_by(AuditEvent.id)
+            )
+        )
+    return users, reasons
+
+
+def _last_audit(app: Any) -> AuditEvent:
+    with app.extensions["sso_bridge"].db.session() as session:
+        event = session.scalars(
+            select(AuditEvent).where(AuditEvent.event == "login").order_by(AuditEvent.id.desc())
+        ).first()
+        assert event is not None
+        session.expunge(event)
+        return event
+
+
+def _web_sp(pki: Pki, tmp_path: Path) -> Sp:
+    """A forge bound to the same connection settings (its own store: IdP-initiated only)."""
+    return Sp(pki, tmp_path / "scratch", allow_unsolicited=True)
+
+
+WebAttack = Callable[[Sp], str]
+
+
+def _b64(xml: bytes) -> str:
+    return forge.to_b64(xml)
+
+
+WEB_ATTACKS: dict[str, tuple[WebAttack, str, int]] = {
+    "xsw3": (
+        lambda sp: _b64(forge.xsw(sp.sign(sp.spec(solicited=False)), 3)),
+        "saml_signature_wrapping",
+        400,
+    ),
+    "stripped-signature": (
+        lambda sp: _b64(forge.strip_signature(sp.sign(sp.spec(solicited=False)))),
+        "saml_signature_missing",
+        400,
+    ),
+    "foreign-keyinfo": (
+        lambda sp: _b64(
+            forge.replace_keyinfo(
+                sp.sign(sp.spec(solicited=False)), sp.pki.attacker, evil_name_id="E0001-ceo"
+            )
+        ),
+        "saml_signature_invalid",
+        400,
+    ),
+    "comment-in-name-id": (
+        lambda sp: _b64(forge.comment_in_name_id(sp.spec(solicited=False), sp.pki.idp)),
+        "saml_xml_forbidden",
+        400,
+    ),
+    "billion-laughs": (
+        lambda sp: _b64(forge.billion_laughs(sp.sign(sp.spec(solicited=False)))),
+        "saml_xml_forbidden",
+        400,
+    ),
+    "xxe": (
+        lambda sp: _b64(
+            forge.xxe_external("file:///etc/passwd", sp.sign(sp.spec(solicited=False)))
+        ),
+        "saml_xml_forbidden",
+        400,
+    ),
+    "xslt-transform": (
+        lambda sp: _b64(
+            sp.sign(
+                sp.spec(solicited=False),
+                transforms=[*forge.DEFAULT_TRANSFORMS, forge.xslt_transform()],
+            )
+        ),
+        "saml_transform_forbidden",
+        400,
+    ),
+    "wrong-audience": (
+        lambda sp: _b64(sp.sign(sp.spec(solicited=False, audience=[OTHER_SP]))),
+        "saml_audience_mismatch",
+        400,
+    ),
+    "recipient-another-path": (
+        lambda sp: _b64(sp.sign(sp.spec(solicited=False, recipient=f"{BASE_URL}/saml/x/acs"))),
+        "saml_recipient_mismatch",
+        400,
+    ),
+    "duplicate-attribute": (
+        lambda sp: _b64(forge.duplicate_attribute(sp.spec(solicited=False), sp.pki.idp)),
+        "saml_duplicate_attribute",
+        400,
+    ),
+    "missing-name-id": (
+        lambda sp: _b64(
+            sp.sign(
+                sp.spec(solicited=False),
+                mutate=lambda root: _find(root, "saml:Assertion/saml:Subject").remove(
+                    _find(root, "saml:Assertion/saml:Subject/saml:NameID")
+                ),
+            )
+        ),
+        "saml_name_id_missing",
+        400,
+    ),
+    "time-zone-offset": (
+        lambda sp: _b64(
+            sp.sign(
+                sp.spec(solicited=False),
+                mutate=lambda root: _find(root, "saml:Assertion/saml:Conditions").set(
+                    "NotOnOrAfter", "2999-01-01T00:00:00+05:00"
+                ),
+            )
+        ),
+        "saml_malformed",
+        400,
+    ),
+    "in-response-to-unknown": (
+        lambda sp: _b64(sp.sign(sp.spec(solicited=False, in_response_to=forge.new_id()))),
+        "saml_in_response_to_unknown",
+        400,
+    ),
+    "status-not-success": (
+        lambda sp: _b64(sp.sign(sp.spec(solicited=False, status=forge.STATUS_RESPONDER))),
+        "saml_status_not_success",
+        400,
+    ),
+    "oversized": (
+        lambda sp: _b64(sp.sign(sp.spec(solicited=False, attributes={"padding": ["x" * 20000]}))),
+        "saml_too_large",
+        413,
+    ),
+    "not-base64": (lambda sp: "<samlp:Response/>", "saml_malformed", 400),
+}
+
+
+@pytest.mark.parametrize("name", list(WEB_ATTACKS))
+def test_web_refusal_page_audit_and_nothing_provisioned(
+    saml_app: Any, pki: Pki, tmp_path: Path, name: str
+) -> None:
+    build, reason, status = WEB_ATTACKS[name]
+    response = saml_app.test_client().post(
+        "/saml/hr/acs", data={"SAMLResponse": build(_web_sp(pki, tmp_path))}
+    )
+    assert response.status_code == status
+    page = response.get_data(as_text=True)
+    assert reason in page
+    correlation = response.headers["X-Correlation-ID"]
+    assert correlation in page
+    assert "Set-Cookie" not in response.headers
+    assert _counts(saml_app)[0] == 0
+    event = _last_audit(saml_app)
+    assert (event.reason, event.outcome, event.connection) == (reason, "failure", "hr")
+    assert event.correlation_id == correlation
+
+
+def test_web_unsolicited_refused_when_not_allowed(
+    saml_settings: Callable[..., Settings], pki: Pki, tmp_path: Path
+) -> None:
+    app = build_app(saml_settings(allow_unsolicited=False))
+    try:
+        forge_sp = _web_sp(pki, tmp_path)
+        xml = forge_sp.sign(forge_sp.spec(solicited=False))
+        response = app.test_client().post("/saml/hr/acs", data={"SAMLResponse": _b64(xml)})
+        assert response.status_code == 400
+        assert "saml_unsolicited" in response.get_data(as_text=True)
+        assert "Set-Cookie" not in response.headers
+        assert _counts(app) == (0, ["saml_unsolicited"])
+    finally:
+        app.extensions["sso_bridge"].close()
+
+
+def test_web_a_valid_idp_initiated_login_lands_with_its_deep_link(
+    saml_app: Any, pki: Pki, tmp_path: Path
+) -> None:
+    forge_sp = _web_sp(pki, tmp_path)
+    xml = forge_sp.sign(forge_sp.spec(solicited=False))
+    response = saml_app.test_client().post(
+        "/saml/hr/acs",
+        data={"SAMLResponse": _b64(xml), "RelayState": "/course/view.php?id=3"},
+    )
+    assert response.status_code == 303
+    assert "course%2Fview.php%3Fid%3D3" in response.headers["Location"]
+    assert "Set-Cookie" in response.headers
+    assert _counts(saml_app) == (1, ["created"])
+
+
+@pytest.mark.parametrize(
+    "relay_state",
+    ["//evil.example", "https://evil.example", "javascript:alert(1)", "/\\evil.example"],
+)
+def test_web_relay_state_open_redirects(
+    saml_app: Any, pki: Pki, tmp_path: Path, relay_state: str
+) -> None:
+    forge_sp = _web_sp(pki, tmp_path)
+    xml = forge_sp.sign(forge_sp.spec(solicited=False))
+    response = saml_app.test_client().post(
+        "/saml/hr/acs", data={"SAMLResponse": _b64(xml), "RelayState": relay_state}
+    )
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "next_not_allowed" in page
+    assert response.headers["X-Correlation-ID"] in page
+    assert "Set-Cookie" not in response.headers
+    assert _counts(saml_app) == (0, ["next_not_allowed"])
+
+
+def test_web_sp_initiated_login_and_its_replay(saml_app: Any, pki: Pki, tmp_path: Path) -> None:
+    client = saml_app.test_client()
+    start = client.get("/saml/hr/login", query_string={"next": "/course/view.php?id=7"})
+    assert start.status_code == 302
+    assert start.headers["Location"].startswith(IDP_SSO_URL + "?")
+    forge_sp = _web_sp(pki, tmp_path)
+    spec = forge_sp.spec(solicited=False, in_response_to=request_id_of(start.headers["Location"]))
+    xml = _b64(forge_sp.sign(spec))
+    # Cross-site POST from the IdP: no cookie is needed, so a fresh client will do.
+    response = saml_app.test_client().post("/saml/hr/acs", data={"SAMLResponse": xml})
+    assert response.status_code == 303
+    assert "course%2Fview.php%3Fid%3D7" in response.headers["Location"]
+    replay = saml_app.test_client().post("/saml/hr/acs", data={"SAMLResponse": xml})
+    assert replay.status_code == 400
+    assert "saml_in_response_to_unknown" in replay.get_data(as_text=True)
+    assert "Set-Cookie" not in replay.headers
+    assert _counts(saml_app) == (1, ["created", "saml_in_response_to_unknown"])
+
+
+def test_web_replay_through_a_second_app_on_the_same_redis(
+    saml_settings: Callable[..., Settings], pki: Pki, tmp_path: Path, redis_server: Any
+) -> None:
+    redis_server.flush()
+    settings = saml_settings(store=redis_server.url)
+    first, second = build_app(settings), build_app(settings)
+    try:
+        forge_sp = _web_sp(pki, tmp_path)
+        xml = _b64(forge_sp.sign(forge_sp.spec(solicited=False)))
+        assert (
+            first.test_client().post("/saml/hr/acs", data={"SAMLResponse": xml}).status_code == 303
+        )
+        response = second.test_client().post("/saml/hr/acs", data={"SAMLResponse": xml})
+        assert response.status_code == 400
+        assert "saml_replayed" in response.get_data(as_text=True)
+        assert "Set-Cookie" not in response.headers
+        assert _counts(second)[1][-1] == "saml_replayed"
+    finally:
+        first.extensions["sso_bridge"].close()
+        second.extensions["sso_bridge"].close()
+
+
+def test_web_sp_metadata(saml_app: Any, pki: Pki) -> None:
+    response = saml_app.test_client().get("/saml/hr/metadata")
+    assert response.status_code == 200
+    assert response.mimetype == "application/samlmetadata+xml"
+    root = etree.fromstring(response.data)
+    assert root.get("entityID") == SP_ENTITY_ID
+    acs = root.find(f".//{{{MD}}}AssertionConsumerService")
+    assert acs is not None
+    assert acs.get("Location") == ACS_URL
+    assert acs.get("Binding") == "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+    assert root.find(f"{DS}Signature") is not None  # signed: the SP has a key
+    sp_cert = "".join(pki.sp_cert_pem.decode().strip().splitlines()[1:-1])
+    certificates = [c.text for c in root.iter(f"{DS}X509Certificate")]
+    assert sp_cert in certificates

@@ -1,0 +1,117 @@
+"""docs/saml.md and examples/saml-idp.toml stay true to the code.
+
+The troubleshooting table of docs/saml.md lists exactly the SAML reason codes (every
+`errors.SamlRefused` subclass, plus the identity and routing refusals a SAML login can
+end in), each with its status; the attribute table lists exactly the names the
+connector recognizes; and the example configuration loads, with its commented ADFS
+attribute block valid once uncommented.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+from sso_bridge import errors
+from sso_bridge.connectors.saml import DEFAULT_ATTRIBUTES
+from sso_bridge.settings import SamlConnection, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "saml.md"
+EXAMPLE = ROOT / "examples" / "saml-idp.toml"
+
+# Refusals outside the SamlRefused tree that a SAML login can end in.
+OTHER_REFUSALS: tuple[type[errors.BridgeError], ...] = (
+    errors.MissingAttribute,
+    errors.InvalidAttribute,
+    errors.AccountBlocked,
+    errors.NextNotAllowed,
+    errors.RateLimited,
+)
+ROW = re.compile(r"^\| `([^`]+)` \| ([^|]*)\|(.*)$", re.MULTILINE)
+
+
+def section(heading: str) -> str:
+    """The text under the first heading matching ``heading`` (a regex), up to the next one
+    of the same or a higher level."""
+    text = DOC.read_text(encoding="utf-8")
+    match = re.search(rf"^(#+) {heading}$", text, flags=re.MULTILINE)
+    assert match, f"no heading {heading!r} in {DOC.name}"
+    level = len(match.group(1))
+    rest = text[match.end() :]
+    end = re.search(rf"^#{{1,{level}}} ", rest, flags=re.MULTILINE)
+    return rest[: end.start()] if end else rest
+
+
+def saml_refusals() -> dict[str, int]:
+    """Reason code -> HTTP status of every SamlRefused class (the base included)."""
+    classes = [
+        cls
+        for _, cls in inspect.getmembers(errors, inspect.isclass)
+        if issubclass(cls, errors.SamlRefused)
+    ]
+    assert errors.SamlRefused in classes
+    return {cls.code: cls.status for cls in classes}
+
+
+def troubleshooting_rows() -> dict[str, str]:
+    rows: dict[str, str] = {}
+    for code, status, _ in ROW.findall(section(r"\d+\. Troubleshooting")):
+        assert code not in rows, f"{code} is listed twice"
+        rows[code] = status.strip()
+    return rows
+
+
+def test_every_saml_reason_code_is_in_the_troubleshooting_table() -> None:
+    documented = troubleshooting_rows()
+    missing = sorted(set(saml_refusals()) - set(documented))
+    assert missing == [], f"codes missing from the troubleshooting table of {DOC.name}"
+
+
+def test_the_troubleshooting_table_lists_no_unknown_code() -> None:
+    known = {**saml_refusals(), **{cls.code: cls.status for cls in OTHER_REFUSALS}}
+    documented = troubleshooting_rows()
+    assert sorted(set(documented) - set(known)) == [], f"{DOC.name} lists unknown codes"
+    assert sorted(set(known) - set(documented)) == [], f"codes missing from {DOC.name}"
+    wrong = {code: status for code, status in documented.items() if status != str(known[code])}
+    assert wrong == {}, "statuses in the table differ from sso_bridge/errors.py"
+
+
+def test_the_attribute_table_lists_the_names_the_connector_recognizes() -> None:
+    table = {
+        field: tuple(re.findall(r"`([^`]+)`", names))
+        for field, names, _ in ROW.findall(section(r"\d+\.\d+ Attributes"))
+    }
+    assert table == dict(DEFAULT_ATTRIBUTES)
+
+
+def test_the_example_configuration_loads_with_a_saml_connection() -> None:
+    settings = load_settings(EXAMPLE)
+    assert settings.base_url.startswith("https://")
+    saml = {cid: c for cid, c in settings.connections.items() if c.type == "saml"}
+    assert saml, f"{EXAMPLE.name} has no SAML connection"
+    for connection in saml.values():
+        assert isinstance(connection, SamlConnection)
+        assert connection.idp_metadata_url is not None
+        assert connection.idp_metadata_url.startswith("https://")
+        assert connection.sp_key_file is not None and connection.sp_cert_file is not None
+        assert connection.allow_unsolicited
+    assert settings.lms.client_id in [client.client_id for client in settings.provider.clients]
+
+
+def test_the_commented_adfs_attributes_of_the_example_are_valid(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    header = re.search(r"^# (\[connections\.([a-z0-9-]+)\.attributes\])$", text, re.MULTILINE)
+    assert header, f"{EXAMPLE.name} has no commented attributes block"
+    lines = [header.group(1)]
+    for line in text[header.end() :].splitlines()[1:]:
+        if not re.match(r"^# [a-z_]+ = ", line):
+            break
+        lines.append(line.removeprefix("# "))
+    assert len(lines) > 1
+    uncommented = tmp_path / "adfs.toml"
+    uncommented.write_text(text + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    connection = load_settings(uncommented).connections[header.group(2)]
+    assert connection.attributes["groups"] == "http://schemas.xmlsoap.org/claims/Group"
+    assert len(connection.attributes) == len(lines) - 1
