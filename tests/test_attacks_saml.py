@@ -491,6 +491,36 @@ def test_validly_signed_with_an_extra_transform(sp: Sp, transform: forge.RefTran
     assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_transform_forbidden"
 
 
+INCLUSIVE_NAMESPACES = forge.RefTransform(
+    forge.EXCL_C14N,
+    (
+        b'<ec:InclusiveNamespaces xmlns:ec="http://www.w3.org/2001/10/xml-exc-c14n#"'
+        b' PrefixList="xs"/>',
+    ),
+)
+
+
+def test_exclusive_c14n_with_inclusive_namespaces_is_accepted(sp: Sp) -> None:
+    # What Okta and OpenSAML-based IdPs send when attribute values are typed.
+    xml = sp.sign(sp.spec(), transforms=[forge.RefTransform(forge.ENVELOPED), INCLUSIVE_NAMESPACES])
+    assert b"InclusiveNamespaces" in xml
+    assert sp.complete(xml).identity.subject == "E1001"
+
+
+def test_anything_else_inside_a_c14n_transform_is_refused(sp: Sp) -> None:
+    # xmlsec will not sign this, so the element is swapped in after signing: the check
+    # must refuse it before any signature is looked at.
+    spec = sp.spec()
+    signed = sp.sign(spec, transforms=[forge.RefTransform(forge.ENVELOPED), INCLUSIVE_NAMESPACES])
+    attack = signed.replace(
+        b'<ec:InclusiveNamespaces xmlns:ec="http://www.w3.org/2001/10/xml-exc-c14n#"'
+        b' PrefixList="xs"/>',
+        b'<ds:XPath xmlns:ds="http://www.w3.org/2000/09/xmldsig#">1</ds:XPath>',
+    )
+    assert attack != signed
+    assert refused_unlike(sp, attack, sp.sign(spec)) == "saml_transform_forbidden"
+
+
 @pytest.mark.parametrize("position", [0, None])
 def test_xslt_transform_injected_after_signing(sp: Sp, position: int | None) -> None:
     good = sp.sign(sp.spec())

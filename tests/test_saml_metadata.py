@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from lxml import etree
 from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
+from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
 from sso_bridge.connectors.saml import SamlConnector
 from sso_bridge.connectors.saml_metadata import IdpMetadata, MetadataError
@@ -144,7 +145,9 @@ def test_sp_metadata_publishes_the_next_certificate_and_is_signed(tmp_path: Path
     assert cert_body(next_cert) in published
     acs = root.find(f".//{{{MD}}}AssertionConsumerService")
     assert acs is not None and acs.get("Location") == f"{BASE_URL}/saml/hr/acs"
-    assert root.find("{http://www.w3.org/2000/09/xmldsig#}Signature") is not None
+    signatures = root.findall("{http://www.w3.org/2000/09/xmldsig#}Signature")
+    assert len(signatures) == 1  # signed once, by python3-saml
+    assert OneLogin_Saml2_Utils.validate_metadata_sign(saml.sp_metadata(), sp_cert.read_text())
 
 
 def test_a_due_refresh_runs_in_the_background_and_picks_up_new_keys(

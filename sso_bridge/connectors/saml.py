@@ -28,7 +28,6 @@ from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.errors import OneLogin_Saml2_Error, OneLogin_Saml2_ValidationError
 from onelogin.saml2.logout_request import OneLogin_Saml2_Logout_Request
 from onelogin.saml2.logout_response import OneLogin_Saml2_Logout_Response
-from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
 from onelogin.saml2.response import OneLogin_Saml2_Response
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 
@@ -58,21 +57,43 @@ _MS_CLAIMS = "http://schemas.microsoft.com/ws/2008/06/identity/claims/"
 # replaces a field's list with one exact name.
 DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     "email": ("mail", "email", "urn:oid:0.9.2342.19200300.100.1.3", _CLAIMS + "emailaddress"),
-    "given_name": ("givenName", "firstName", "urn:oid:2.5.4.42", _CLAIMS + "givenname"),
-    "family_name": ("sn", "lastName", "surname", "urn:oid:2.5.4.4", _CLAIMS + "surname"),
+    "given_name": (
+        "givenName",
+        "firstName",
+        "first_name",
+        "urn:oid:2.5.4.42",
+        _CLAIMS + "givenname",
+    ),
+    "family_name": (
+        "sn",
+        "lastName",
+        "last_name",
+        "surname",
+        "urn:oid:2.5.4.4",
+        _CLAIMS + "surname",
+    ),
+    # Not the claims/name URI: Entra ID and many ADFS farms send the UPN in it.
     "display_name": (
         "displayName",
         "urn:oid:2.16.840.1.113730.3.1.241",
         "http://schemas.microsoft.com/identity/claims/displayname",
-        _CLAIMS + "name",
     ),
     "department": ("department", "ou", "urn:oid:2.5.4.11", _CLAIMS + "department"),
     "location": ("l", "location", "city", "urn:oid:2.5.4.7", _CLAIMS + "locality"),
     "language": ("preferredLanguage", "locale", "urn:oid:2.16.840.1.113730.3.1.39"),
     "manager": ("manager", "managerId", "urn:oid:0.9.2342.19200300.100.1.10"),
     "job_title": ("title", "jobTitle", "urn:oid:2.5.4.12", _CLAIMS + "title"),
-    "groups": ("memberOf", "groups", "urn:oid:1.3.6.1.4.1.5923.1.5.1.1", _MS_CLAIMS + "groups"),
-    "employment_status": ("employeeType", "employmentStatus", "urn:oid:2.16.840.1.113730.3.1.4"),
+    "groups": (
+        "memberOf",
+        "groups",
+        "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
+        _MS_CLAIMS + "groups",
+        "http://schemas.xmlsoap.org/claims/Group",
+    ),
+    # Not employeeType: in most directories it says Employee or Contractor, which the
+    # default active_statuses would read as "not active" and block everyone. Map it
+    # explicitly where it does carry the employment status.
+    "employment_status": ("employmentStatus", "employment_status"),
 }
 
 # python3-saml's validation error codes, as the bridge's reason codes.
@@ -205,7 +226,8 @@ class SamlConnector:
                 "wantMessagesSigned": for_logout or self.settings.want_response_signed,
                 "wantAssertionsSigned": True,
                 "wantAssertionsEncrypted": self.settings.want_assertions_encrypted,
-                "wantNameId": True,
+                # With a subject attribute the NameID may be absent (or transient).
+                "wantNameId": self.settings.subject_attribute is None,
                 "wantNameIdEncrypted": False,
                 "wantAttributeStatement": False,
                 "requestedAuthnContext": False,
@@ -245,14 +267,11 @@ class SamlConnector:
     def sp_metadata(self) -> bytes:
         """This SP's metadata for the IdP admin: signed when a key is configured."""
         settings = self._sp_settings
+        # python3-saml signs it already when a key is configured (security.signMetadata).
         xml = settings.get_sp_metadata()
         problems = settings.validate_metadata(xml)
         if problems:
             raise RuntimeError(f"generated SP metadata is invalid: {problems}")
-        if self._sp_key:
-            xml = OneLogin_Saml2_Metadata.sign_metadata(
-                xml, self._sp_key, self._sp_cert, C.RSA_SHA256, C.SHA256
-            )
         return xml if isinstance(xml, bytes) else xml.encode()
 
     # -- SP-initiated login ----------------------------------------------------------------------
@@ -308,10 +327,12 @@ class SamlConnector:
             attributes = _attributes(response)
         except OneLogin_Saml2_ValidationError as exc:
             raise _LIBRARY_CODES.get(exc.code, errors.SamlRefused)(str(exc)) from None
-        self._consume(assertion, pending, in_response_to)
+        # Mapped before anything is used up: a login refused for a missing or invalid
+        # attribute can be retried once the IdP admin releases it (as for tokens).
         identity = map_identity(
             self.connection_id, self.settings, subject, attributes, self._attribute_names()
         )
+        self._consume(assertion, pending, in_response_to)
         if pending is not None:
             next_url = pending.get("next")
         else:

@@ -195,11 +195,26 @@ def _check_signed_info(signature: Any, parent: Any) -> None:
         raise errors.SamlSignatureWrapping("the signature does not reference its own element")
     for transform in reference.xpath("ds:Transforms/ds:Transform", namespaces=NS):
         algorithm = transform.get("Algorithm")
-        if algorithm not in ALLOWED_TRANSFORMS or len(transform):
+        if algorithm not in ALLOWED_TRANSFORMS or not _plain_parameters(transform, algorithm):
             raise errors.SamlTransformForbidden(f"transform {algorithm!r} is not allowed")
     digest = reference.xpath("ds:DigestMethod/@Algorithm", namespaces=NS)
     if len(digest) != 1 or digest[0] not in ALLOWED_DIGESTS:
         raise errors.SamlAlgorithmForbidden(f"digest method {digest} is not allowed")
+
+
+def _plain_parameters(transform: Any, algorithm: str) -> bool:
+    """A transform takes no parameters, except exclusive c14n's InclusiveNamespaces.
+
+    Okta and OpenSAML-based IdPs send `<ec:InclusiveNamespaces PrefixList="xs"/>` when
+    attribute values are typed; it only names namespace prefixes to keep. Anything
+    else inside a Transform (an XPath expression, a stylesheet) is code to run.
+    """
+    children = list(transform)
+    if not children:
+        return True
+    return algorithm in ALLOWED_C14N and all(
+        child.tag == f"{{{EXC_C14N}}}InclusiveNamespaces" and not len(child) for child in children
+    )
 
 
 # -- python3-saml's schema validation, compiled once ---------------------------------------

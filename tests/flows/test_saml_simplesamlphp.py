@@ -42,9 +42,16 @@ def saml_config(idp: SimpleSamlIdp, key: Path, cert: Path, **options: Any) -> st
     ]
     options.setdefault("allow_unsolicited", True)
     for name, value in options.items():
-        rendered = str(value).lower() if isinstance(value, bool) else repr(value).replace("'", '"')
-        lines.append(f"{name} = {rendered}")
+        lines.append(f"{name} = {toml_value(value)}")
     return "\n" + "\n".join(lines) + "\n"
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return repr(value).replace("'", '"')
 
 
 class SamlDemo:
@@ -203,7 +210,10 @@ def test_utf8_names_round_trip(saml: SamlDemo) -> None:
     assert field(page.text, "name") == "Zoë Ørsted-Ünal 佐藤"
 
 
-def test_a_leaver_is_refused(saml: SamlDemo) -> None:
+def test_a_leaver_is_refused(make_saml_demo: Any) -> None:
+    # The test IdP's directory keeps the status in employeeType, so it is mapped by hand
+    # (it is not a default name: elsewhere it says Employee or Contractor).
+    saml = make_saml_demo(attributes={"employment_status": "employeeType"})
     page = saml.sp_initiated("leaver")
     assert page.status_code == 403
     assert "user_blocked" in page.text
