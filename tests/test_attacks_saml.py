@@ -30,6 +30,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from lxml import etree
+from onelogin.saml2.auth import OneLogin_Saml2_Auth
+from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from sqlalchemy import func, select
 
 from sso_bridge import errors
@@ -37,6 +39,7 @@ from sso_bridge.connectors.base import Verified
 from sso_bridge.connectors.saml import SamlConnector
 from sso_bridge.keyfiles import generate_private_key, self_signed_certificate, write_private_key
 from sso_bridge.models import AuditEvent, User
+from sso_bridge.sessions import BridgeSession
 from sso_bridge.settings import SamlConnection, Settings
 from sso_bridge.state import MemoryStore, RedisStore, Store
 
@@ -1323,3 +1326,89 @@ def test_web_sp_metadata(saml_app: Any, pki: Pki) -> None:
     sp_cert = "".join(pki.sp_cert_pem.decode().strip().splitlines()[1:-1])
     certificates = [c.text for c in root.iter(f"{DS}X509Certificate")]
     assert sp_cert in certificates
+
+
+# --------------------------------------------------------------------------- single logout
+
+SLO_URL = f"{BASE_URL}/saml/hr/slo"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+
+
+def idp_logout_request(keys: forge.KeyPair, name_id: str, sign: bool = True) -> dict[str, str]:
+    """A LogoutRequest as the IdP sends it by HTTP-Redirect: python3-saml in the IdP's seat."""
+    settings = OneLogin_Saml2_Settings(
+        {
+            "strict": True,
+            "sp": {  # the IdP, sending
+                "entityId": IDP_ENTITY_ID,
+                "assertionConsumerService": {"url": "https://idp.example.test/unused"},
+                "x509cert": keys.cert_pem.decode(),
+                "privateKey": keys.key_pem.decode(),
+            },
+            "idp": {  # the bridge, receiving
+                "entityId": f"{BASE_URL}/saml/hr/metadata",
+                "singleSignOnService": {"url": f"{BASE_URL}/saml/hr/login"},
+                "singleLogoutService": {"url": SLO_URL},
+                "x509cert": keys.cert_pem.decode(),
+            },
+            "security": {"logoutRequestSigned": sign, "signatureAlgorithm": RSA_SHA256},
+        }
+    )
+    auth = OneLogin_Saml2_Auth(
+        {"https": "on", "http_host": "idp.example.test", "script_name": "/", "get_data": {}},
+        old_settings=settings,
+    )
+    url = auth.logout(name_id=name_id, name_id_format=forge.NAMEID_PERSISTENT)
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+def session(name_id: str = "E1001", connection: str = "hr") -> BridgeSession:
+    return BridgeSession("sid", 1, "pub", connection, name_id, 0, {"name_id": name_id})
+
+
+def test_a_signed_logout_request_for_this_person_is_answered(sp: Sp, pki: Pki) -> None:
+    answer = sp.connector.idp_logout(idp_logout_request(pki.idp, "E1001"), session())
+    assert answer.startswith(IDP_SLO_URL + "?SAMLResponse=")
+    assert "&Signature=" in answer  # our answer is signed too
+
+
+def test_an_unsigned_logout_request_is_refused(sp: Sp, pki: Pki) -> None:
+    with pytest.raises(errors.SamlLogoutInvalid, match="not signed"):
+        sp.connector.idp_logout(idp_logout_request(pki.idp, "E1001", sign=False), session())
+
+
+def test_a_logout_request_signed_by_another_key_is_refused(sp: Sp, pki: Pki) -> None:
+    with pytest.raises(errors.SamlLogoutInvalid):
+        sp.connector.idp_logout(idp_logout_request(pki.attacker, "E1001"), session())
+
+
+@pytest.mark.parametrize("current", [session("E2002"), session("E1001", connection="other")])
+def test_a_logout_request_for_someone_else_is_refused(
+    sp: Sp, pki: Pki, current: BridgeSession
+) -> None:
+    with pytest.raises(errors.SamlLogoutInvalid, match="another subject"):
+        sp.connector.idp_logout(idp_logout_request(pki.idp, "E1001"), current)
+
+
+def test_an_inflation_bomb_is_refused_before_the_library_inflates_it(sp: Sp) -> None:
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -15)
+    payload = bomb.compress(b"<" + b"a" * 5_000_000) + bomb.flush()
+    assert len(payload) < 10_000
+    value = base64.b64encode(payload).decode()
+    with pytest.raises(errors.SamlTooLarge):
+        sp.connector.idp_logout({"SAMLRequest": value}, session())
+
+
+def test_a_logout_request_with_a_dtd_is_refused(sp: Sp) -> None:
+    xml = b'<!DOCTYPE x [<!ENTITY a "b">]><samlp:LogoutRequest xmlns:samlp="x">&a;</samlp:LogoutRequest>'
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    value = base64.b64encode(compressor.compress(xml) + compressor.flush()).decode()
+    with pytest.raises(errors.SamlXmlForbidden):
+        sp.connector.idp_logout({"SAMLRequest": value}, session())
+
+
+def test_an_unexpected_logout_response_confirms_nothing(sp: Sp, pki: Pki) -> None:
+    # A LogoutResponse must answer a LogoutRequest this SP sent; anything else is ignored.
+    request = idp_logout_request(pki.idp, "E1001")
+    assert sp.connector.logout_finished({"SAMLResponse": request["SAMLRequest"]}) is False
+    assert sp.connector.logout_finished({"SAMLResponse": "not base64 deflate"}) is False

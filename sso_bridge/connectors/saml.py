@@ -37,7 +37,14 @@ from ..settings import SamlConnection
 from ..state import Store
 from .base import Verified
 from .saml_metadata import IdpMetadata
-from .saml_xml import NS, check_response_structure, decode, install_schema_cache, parse
+from .saml_xml import (
+    NS,
+    check_response_structure,
+    decode,
+    inflate,
+    install_schema_cache,
+    parse,
+)
 
 # Pending AuthnRequests: how long a person may take at the IdP before the ACS refuses.
 REQUEST_TTL = 15 * 60
@@ -505,10 +512,10 @@ class SamlConnector:
         _, logout_settings = self._library_settings()
         request_data = self._request_data(self.slo_url, get=get_data)
         raw = get_data.get("SAMLRequest", "")
+        parse(inflate(raw))  # bounded, and no DTD or comment, before the library inflates it
         try:
             logout_request = OneLogin_Saml2_Logout_Request(logout_settings, raw)
             xml = logout_request.get_xml()
-            parse(xml if isinstance(xml, bytes) else xml.encode())
             auth = OneLogin_Saml2_Auth(request_data, old_settings=logout_settings)
             if not auth.validate_request_signature(dict(get_data)):
                 raise errors.SamlLogoutInvalid("the LogoutRequest is not signed by the IdP")
@@ -536,6 +543,7 @@ class SamlConnector:
         login_settings, _ = self._library_settings()
         raw = get_data.get("SAMLResponse", "")
         try:
+            parse(inflate(raw))
             in_response_to = OneLogin_Saml2_Logout_Response(login_settings, raw).document.get(
                 "InResponseTo"
             )
