@@ -314,6 +314,14 @@ class SamlInResponseToUnknown(SamlRefused):
     )
 
 
+class SamlBrowserMismatch(SamlRefused):
+    code = "saml_browser_mismatch"
+    public_message = (
+        "This sign-in was started in another browser, or your browser blocked a cookie it "
+        "needs. Please start again from the learning platform in this browser."
+    )
+
+
 class SamlUnsolicited(SamlRefused):
     code = "saml_unsolicited"
     public_message = (

@@ -167,7 +167,7 @@ class Sp:
 
     def begin(self) -> str:
         """Start an SP-initiated login; the id of the pending AuthnRequest."""
-        return request_id_of(self.connector.begin(LMS_NEXT))
+        return request_id_of(self.connector.begin(LMS_NEXT).url)
 
     def spec(self, *, solicited: bool = True, **fields: Any) -> ResponseSpec:
         """A valid response for this SP: to a fresh pending request, or IdP-initiated."""
@@ -1027,7 +1027,9 @@ def test_deflated_response(sp: Sp) -> None:
 
 def test_other_saml_messages_posted_to_the_acs(sp: Sp) -> None:
     authn_request = zlib.decompress(
-        base64.b64decode(parse_qs(urlsplit(sp.connector.begin(LMS_NEXT)).query)["SAMLRequest"][0]),
+        base64.b64decode(
+            parse_qs(urlsplit(sp.connector.begin(LMS_NEXT).url).query)["SAMLRequest"][0]
+        ),
         -15,
     )
     assert sp.refused(base64.b64encode(authn_request).decode()) == "saml_malformed"
@@ -1412,3 +1414,62 @@ def test_an_unexpected_logout_response_confirms_nothing(sp: Sp, pki: Pki) -> Non
     request = idp_logout_request(pki.idp, "E1001")
     assert sp.connector.logout_finished({"SAMLResponse": request["SAMLRequest"]}) is False
     assert sp.connector.logout_finished({"SAMLResponse": "not base64 deflate"}) is False
+
+
+# --------------------------------------------------------------------------- browser binding
+
+HTTPS = "https://sso.example.com"
+
+
+def _https_spec(pki: Pki, request_id: str) -> bytes:
+    spec = ResponseSpec(
+        destination=f"{HTTPS}/saml/hr/acs",
+        recipient=f"{HTTPS}/saml/hr/acs",
+        audience=[f"{HTTPS}/saml/hr/metadata"],
+        in_response_to=request_id,
+    )
+    return forge.sign_spec(spec, pki.idp)
+
+
+def _https_app(saml_settings: Callable[..., Settings]) -> Any:
+    settings = saml_settings().model_copy(update={"base_url": HTTPS})
+    return build_app(settings)
+
+
+def test_on_https_the_response_is_accepted_only_in_the_browser_that_started(
+    saml_settings: Callable[..., Settings], pki: Pki
+) -> None:
+    app = _https_app(saml_settings)
+    browser = app.test_client()
+    start = browser.get("/saml/hr/login", base_url=HTTPS)
+    cookie = start.headers["Set-Cookie"]
+    # The binding cookie comes back with the IdP's cross-site POST: SameSite=None, Secure.
+    assert cookie.startswith("__Host-sso_bridge_saml_hr_")
+    assert "SameSite=None" in cookie and "Secure" in cookie and "HttpOnly" in cookie
+    xml = forge.to_b64(_https_spec(pki, request_id_of(start.headers["Location"])))
+    # Login CSRF: the attacker started the login and completed it at the IdP as himself;
+    # the victim's browser, which never started it, must not end up signed in.
+    victim = app.test_client().post("/saml/hr/acs", data={"SAMLResponse": xml}, base_url=HTTPS)
+    assert victim.status_code == 400
+    assert "saml_browser_mismatch" in victim.get_data(as_text=True)
+    assert _counts(app) == (0, ["saml_browser_mismatch"])
+    # The browser that started it gets in, and its binding cookie is cleared.
+    own = browser.post("/saml/hr/acs", data={"SAMLResponse": xml}, base_url=HTTPS)
+    assert own.status_code == 303
+    assert any(
+        "sso_bridge_saml_hr_" in c and "Max-Age=0" in c for c in own.headers.getlist("Set-Cookie")
+    )
+
+
+def test_a_forged_binding_cookie_is_refused(
+    saml_settings: Callable[..., Settings], pki: Pki
+) -> None:
+    app = _https_app(saml_settings)
+    browser = app.test_client()
+    start = browser.get("/saml/hr/login", base_url=HTTPS)
+    name = start.headers["Set-Cookie"].split("=", 1)[0]
+    xml = forge.to_b64(_https_spec(pki, request_id_of(start.headers["Location"])))
+    other = app.test_client()
+    other.set_cookie(name, "guessed", domain="sso.example.com", secure=True)
+    response = other.post("/saml/hr/acs", data={"SAMLResponse": xml}, base_url=HTTPS)
+    assert "saml_browser_mismatch" in response.get_data(as_text=True)

@@ -14,6 +14,7 @@ metadata version, not per login.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -157,6 +158,21 @@ _LIBRARY_CODES: dict[int, type[errors.SamlRefused]] = {
 install_schema_cache()
 
 
+# The prefix of the browser-binding cookies; the web layer passes those cookies to
+# complete() next to the form fields.
+BROWSER_COOKIE_PREFIX = "sso_bridge_saml_"
+
+
+@dataclass(frozen=True)
+class LoginStart:
+    url: str
+    request_id: str
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class SamlSession:
     """What single logout needs to name the person at the IdP."""
@@ -283,14 +299,31 @@ class SamlConnector:
 
     # -- SP-initiated login ----------------------------------------------------------------------
 
-    def begin(self, next_url: str) -> str:
-        """The IdP URL that starts a login; the request id is remembered for the ACS."""
+    def begin(self, next_url: str, browser: str | None = None) -> LoginStart:
+        """Start a login: the IdP URL, and the request id remembered for the ACS.
+
+        ``browser`` is a secret the web layer also gives the browser (a cookie): the
+        response to this request is then accepted only from that browser, so nobody can
+        finish a login they started, in someone else's browser (login CSRF).
+        """
         login_settings, _ = self._library_settings()
         auth = OneLogin_Saml2_Auth(self._request_data(self.acs_url), old_settings=login_settings)
         url = auth.login(return_to="")
         request_id = auth.get_last_request_id()
-        self._store.set(self._request_key(request_id), json.dumps({"next": next_url}), REQUEST_TTL)
-        return str(url)
+        pending = {"next": next_url, "browser": _digest(browser) if browser else None}
+        self._store.set(self._request_key(request_id), json.dumps(pending), REQUEST_TTL)
+        return LoginStart(str(url), request_id)
+
+    @property
+    def binds_browser(self) -> bool:
+        """Only on https: the binding cookie must be SameSite=None to come back with the
+        IdP's cross-site POST, and browsers accept SameSite=None only with Secure."""
+        return self.base_url.startswith("https://")
+
+    def browser_cookie(self, request_id: str) -> str:
+        """One cookie per pending request, so logins started in two tabs do not collide."""
+        prefix = "__Host-" if self.binds_browser else ""
+        return f"{prefix}{BROWSER_COOKIE_PREFIX}{self.connection_id}_{_digest(request_id)[:16]}"
 
     def _request_key(self, request_id: str) -> str:
         digest = hashlib.sha256(request_id.encode()).hexdigest()
@@ -306,7 +339,8 @@ class SamlConnector:
         login_settings, _ = self._library_settings()
         response = self._library_response(login_settings, value)
         in_response_to = root.get("InResponseTo")
-        pending = self._pending_request(in_response_to)
+        browser = request_data.get(self.browser_cookie(in_response_to)) if in_response_to else None
+        pending = self._pending_request(in_response_to, browser)
         try:
             response.is_valid(
                 self._request_data(self.acs_url, post=request_data),
@@ -359,7 +393,9 @@ class SamlConnector:
             check_response_structure(response.decrypted_document)
         return response
 
-    def _pending_request(self, in_response_to: str | None) -> dict[str, Any] | None:
+    def _pending_request(
+        self, in_response_to: str | None, browser: str | None
+    ) -> dict[str, Any] | None:
         if in_response_to is None:
             if not self.settings.allow_unsolicited:
                 raise errors.SamlUnsolicited("a response without InResponseTo (IdP-initiated)")
@@ -370,6 +406,9 @@ class SamlConnector:
             # otherwise a response for another SP session could be replayed here.
             raise errors.SamlInResponseToUnknown("InResponseTo names no pending request")
         pending: dict[str, Any] = json.loads(raw)
+        bound = pending.get("browser")
+        if bound is not None and not hmac.compare_digest(bound, _digest(browser or "")):
+            raise errors.SamlBrowserMismatch("the response arrived in another browser")
         return pending
 
     def _check_exact(self, root: Any, assertion: Any, in_response_to: str | None) -> None:

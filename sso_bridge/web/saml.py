@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
+
 from flask import Blueprint, Response, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from ..connectors.saml import SamlConnector
+from ..connectors.saml import BROWSER_COOKIE_PREFIX, REQUEST_TTL, SamlConnector
 from ..errors import UnknownConnection
 from ..logs import get_logger
 from .complete import begin_login, check_next, clear_session_cookie, finish_login
@@ -36,7 +38,23 @@ def login(connection_id: str) -> BaseResponse:
     begin_login(connection_id)
     requested = request.args.get("next")
     target = check_next(requested)
-    return redirect(saml.begin(target), 302)
+    secret = secrets.token_urlsafe(32) if saml.binds_browser else None
+    start = saml.begin(target, secret)
+    response = redirect(start.url, 302)
+    if secret is not None:
+        # SameSite=None: it must come back with the IdP's cross-site POST to the ACS (a
+        # Lax cookie would not). It holds nothing but a random value bound to this one
+        # request, so sending it cross-site gives nothing away.
+        response.set_cookie(
+            saml.browser_cookie(start.request_id),
+            secret,
+            max_age=REQUEST_TTL,
+            secure=True,
+            httponly=True,
+            samesite="None",
+            path="/",
+        )
+    return response
 
 
 @bp.post("/saml/<connection_id>/acs")
@@ -44,13 +62,18 @@ def acs(connection_id: str) -> BaseResponse:
     """The assertion consumer service: SP- and IdP-initiated responses by HTTP-POST.
 
     This is a cross-site POST from the IdP: browsers do not send SameSite=Lax cookies
-    with it, so nothing here relies on the bridge's cookie. The pending request is found
-    by the response's InResponseTo, in the shared store.
+    with it, so nothing here relies on the bridge's session cookie. The pending request
+    is found by the response's InResponseTo, in the shared store; on https it is also
+    bound to the browser that started it, by a SameSite=None cookie.
     """
     begin_login(connection_id)
     saml = connector(connection_id)
-    verified = saml.complete(request.form)
-    return finish_login(verified, None)
+    binding = {k: v for k, v in request.cookies.items() if BROWSER_COOKIE_PREFIX in k}
+    verified = saml.complete({**request.form.to_dict(), **binding})
+    response = finish_login(verified, None)
+    for name in binding:
+        response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="None")
+    return response
 
 
 @bp.route("/saml/<connection_id>/slo", methods=["GET", "POST"])
