@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import requests
+
 from .audit import Auditor
 from .connectors.base import Connector
 from .connectors.saml import SamlConnector
+from .connectors.saml_metadata import IdpMetadata
 from .connectors.token import TokenConnector
+from .connectors.token_keys import TokenKeyring
 from .db import Database
 from .lms import build_adapter
 from .lms.base import LmsAdapter
@@ -32,12 +36,26 @@ class Services:
         self.db.dispose()
 
 
+def outbound_session(proxy: str | None) -> requests.Session:
+    """The HTTP client for the bridge's own requests (metadata, JWKS).
+
+    The environment's proxy variables and .netrc are ignored (trust_env): what the
+    bridge fetches, and through what, is configuration, not ambient state.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
+    return session
+
+
 def build_services(settings: Settings) -> Services:
     """Wire the stages of the login path; every connector is built here, once."""
     db = Database(settings.database.url, settings.database.pool_size)
     url = settings.store.url.get_secret_value() if settings.store.url else None
     store = open_store(url, settings.store.key_prefix, settings.store.timeout)
     lms = build_adapter(settings.lms.type)
+    http = outbound_session(settings.outbound_proxy)
     connectors: dict[str, Connector] = {}
     for connection_id, connection in settings.connections.items():
         # A closed set: the connection's `type` is a Literal, so nothing else can appear.
@@ -48,10 +66,12 @@ def build_services(settings: Settings) -> Services:
                 settings.base_url,
                 store,
                 settings.limits.max_token_bytes,
+                keyring=TokenKeyring(connection_id, connection, store, http),
             )
         elif connection.type == "saml":
+            metadata = IdpMetadata(connection_id, connection, settings.var_dir, http)
             connectors[connection_id] = SamlConnector(
-                connection_id, connection, settings.base_url, store, settings.var_dir
+                connection_id, connection, settings.base_url, store, settings.var_dir, metadata
             )
     return Services(
         settings=settings,

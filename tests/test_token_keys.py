@@ -271,3 +271,27 @@ def test_jwks_url_must_be_https(url: str) -> None:
 
     with pytest.raises(ValidationError):
         connection(url)
+
+
+def test_fetches_go_through_the_configured_proxy(jwks: JwksServer, keys: Keys) -> None:
+    from sso_bridge.services import outbound_session
+
+    # The JWKS server stands in for the proxy: a proxy receives the absolute URL.
+    jwks.publish(("ed-1", keys.public["ed"]))
+    seen: list[str] = []
+    original = jwks.server.RequestHandlerClass.do_GET
+
+    def record(handler: Any) -> None:
+        seen.append(handler.path)
+        original(handler)
+
+    jwks.server.RequestHandlerClass.do_GET = record  # type: ignore[method-assign]
+    unreachable = "http://127.0.0.1:9/portal/jwks.json"
+    ring = TokenKeyring(
+        "acme",
+        connection(unreachable),
+        MemoryStore(),
+        outbound_session(jwks.url.rsplit("/", 1)[0]),
+    )
+    assert ring.find("ed-1") is not None
+    assert seen == [unreachable]
