@@ -26,6 +26,7 @@ from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from pydantic import ValidationError
 
 from .. import errors
+from ..fetch import FetchError, fetch_bounded
 from ..logs import get_logger
 from ..settings import SLUG, SamlConnection
 from .saml_xml import parse
@@ -65,27 +66,19 @@ def parse_idp_metadata(xml: bytes, settings: SamlConnection) -> dict[str, Any]:
             "no IdP with an HTTP-Redirect SingleSignOnService in the metadata"
             + (f" for entity {settings.idp_entity_id!r}" if settings.idp_entity_id else "")
         )
-    signing = _signing_certs(idp)
+    signing = _certs(idp, "signing")
     signing += [read_pem(path) for path in settings.idp_cert_files]
     if not signing:
         raise MetadataError("the metadata names no signing certificate for the IdP")
     # Several signing certificates are trusted at once, so an IdP can roll its key over.
     idp.pop("x509cert", None)
-    idp["x509certMulti"] = {"signing": signing, "encryption": _encryption_certs(idp)}
+    idp["x509certMulti"] = {"signing": signing, "encryption": _certs(idp, "encryption")}
     return dict(idp)
 
 
-def _signing_certs(idp: dict[str, Any]) -> list[str]:
-    multi = idp.get("x509certMulti", {})
-    certs = list(multi.get("signing", []))
-    if not certs and idp.get("x509cert"):
-        certs = [idp["x509cert"]]
-    return certs
-
-
-def _encryption_certs(idp: dict[str, Any]) -> list[str]:
-    multi = idp.get("x509certMulti", {})
-    certs = list(multi.get("encryption", []))
+def _certs(idp: dict[str, Any], use: str) -> list[str]:
+    """The IdP's certificates for ``use`` (signing, encryption) as python3-saml parsed them."""
+    certs = list(idp.get("x509certMulti", {}).get(use, []))
     if not certs and idp.get("x509cert"):
         certs = [idp["x509cert"]]
     return certs
@@ -93,18 +86,10 @@ def _encryption_certs(idp: dict[str, Any]) -> list[str]:
 
 def fetch_metadata(http: requests.Session, url: str) -> bytes:
     """The metadata document at ``url``: no redirects, bounded in size and time."""
-    with http.get(url, timeout=FETCH_SECONDS, allow_redirects=False, stream=True) as response:
-        if response.status_code != 200:
-            raise MetadataError(f"{url} answered HTTP {response.status_code}")
-        body = bytearray()
-        deadline = time.monotonic() + FETCH_SECONDS
-        for chunk in response.iter_content(65536):
-            body += chunk
-            if len(body) > MAX_METADATA_BYTES:
-                raise MetadataError(f"{url} sent more than {MAX_METADATA_BYTES} bytes")
-            if time.monotonic() > deadline:
-                raise MetadataError(f"{url} took longer than {FETCH_SECONDS}s")
-    return bytes(body)
+    try:
+        return fetch_bounded(http, url, MAX_METADATA_BYTES, FETCH_SECONDS)
+    except FetchError as exc:
+        raise MetadataError(str(exc)) from None
 
 
 def describe_idp_metadata(

@@ -9,7 +9,6 @@ the token being verified.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +19,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey, import_key
 
 from ..errors import KeySetUnavailable
+from ..fetch import FetchError, fetch_bounded
 from ..logs import get_logger
 from ..settings import KID, TokenConnection, TokenKeySettings
 from ..state import Store
@@ -227,32 +227,11 @@ class TokenKeyring:
         url = self._settings.jwks_url
         assert url is not None
         try:
-            with self._http.get(
-                url, timeout=FETCH_SECONDS, allow_redirects=False, stream=True
-            ) as response:
-                if response.status_code != 200:
-                    # Redirects are not followed (the configured URL is the trusted one),
-                    # so a 3xx is reported as what it is, not as unparseable JSON.
-                    raise KeySetUnavailable(f"JWKS at {url} answered HTTP {response.status_code}")
-                body = _read_bounded(response, url)
-            text = body.decode("utf-8")
+            text = fetch_bounded(self._http, url, MAX_JWKS_BYTES, FETCH_SECONDS).decode("utf-8")
             parse_jwks(json.loads(text), list(self._settings.algorithms))
-        except KeySetUnavailable:
-            raise
-        except (requests.RequestException, ValueError, KeyError, KeyConfigError) as exc:
+        except FetchError as exc:
+            raise KeySetUnavailable(f"JWKS at {exc}") from None
+        except (ValueError, KeyError, KeyConfigError) as exc:
             raise KeySetUnavailable(f"JWKS at {url}: {type(exc).__name__}") from exc
         log.info("jwks_fetched", connection=self._id, url=url)
         return text
-
-
-def _read_bounded(response: requests.Response, url: str) -> bytes:
-    """The body, refused past MAX_JWKS_BYTES or FETCH_SECONDS in total (not per read)."""
-    deadline = time.monotonic() + FETCH_SECONDS
-    body = bytearray()
-    for chunk in response.iter_content(8192):
-        body += chunk
-        if len(body) > MAX_JWKS_BYTES:
-            raise KeySetUnavailable(f"JWKS at {url} is larger than {MAX_JWKS_BYTES} bytes")
-        if time.monotonic() > deadline:
-            raise KeySetUnavailable(f"JWKS at {url} took longer than {FETCH_SECONDS}s")
-    return bytes(body)
