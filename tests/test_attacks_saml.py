@@ -893,15 +893,13 @@ def test_encrypted_but_unsigned_assertion(encrypted_sp: Sp) -> None:
     assert refused_unlike(sp, attack, sp.encrypt(sp.sign(spec))) == "saml_signature_missing"
 
 
-def test_comment_in_name_id_inside_an_encrypted_assertion_is_read_in_full(
-    encrypted_sp: Sp,
-) -> None:
-    # The comment is out of reach of the XML pre-checks until python3-saml decrypts,
-    # and its parser drops comments: the NameID is the whole signed value, never the
-    # truncated "E1001" the attack is after.
+def test_comment_in_name_id_inside_an_encrypted_assertion(encrypted_sp: Sp) -> None:
+    # Out of reach of the pre-checks until python3-saml decrypts; refused there, as a
+    # comment anywhere else is (text reads such as Audience's could stop at it).
     sp = encrypted_sp
-    attack = sp.encrypt(forge.comment_in_name_id(sp.spec(name_id="E1001.evil"), sp.pki.idp))
-    assert sp.complete(attack).identity.subject == "E1001.evil"
+    spec = sp.spec(name_id="E1001.evil")
+    attack = sp.encrypt(forge.comment_in_name_id(spec, sp.pki.idp))
+    assert sp.refused(attack) == "saml_xml_forbidden"
 
 
 # --------------------------------------------------------------------------- content
@@ -1473,3 +1471,171 @@ def test_a_forged_binding_cookie_is_refused(
     other.set_cookie(name, "guessed", domain="sso.example.com", secure=True)
     response = other.post("/saml/hr/acs", data={"SAMLResponse": xml}, base_url=HTTPS)
     assert "saml_browser_mismatch" in response.get_data(as_text=True)
+
+
+# --------------------------------------------------------------------------- from the review
+
+XENC_NS = "http://www.w3.org/2001/04/xmlenc#"
+SAML_NS = "{urn:oasis:names:tc:SAML:2.0:assertion}"
+
+
+def test_a_binding_cookie_sent_as_a_form_field_does_not_count(
+    saml_settings: Callable[..., Settings], pki: Pki
+) -> None:
+    app = _https_app(saml_settings)
+    attacker = app.test_client()
+    start = attacker.get("/saml/hr/login", base_url=HTTPS)
+    name, rest = start.headers["Set-Cookie"].split("=", 1)
+    xml = forge.to_b64(_https_spec(pki, request_id_of(start.headers["Location"])))
+    # The victim's browser auto-posts the attacker's form: no cookie, a field named like it.
+    victim = app.test_client().post(
+        "/saml/hr/acs", data={"SAMLResponse": xml, name: rest.split(";", 1)[0]}, base_url=HTTPS
+    )
+    assert "saml_browser_mismatch" in victim.get_data(as_text=True)
+    assert _counts(app)[0] == 0
+
+
+@pytest.mark.parametrize("where", ["NotBefore", "NotOnOrAfter", "scd"])
+def test_an_impossible_instant_in_an_unsigned_response_is_malformed_not_a_500(
+    saml_app: Any, pki: Pki, tmp_path: Path, where: str
+) -> None:
+    forge_sp = _web_sp(pki, tmp_path)
+
+    def mutate(root: etree._Element) -> None:
+        if where == "scd":
+            _scd(root).set("NotOnOrAfter", "2999-01-01T24:00:00Z")
+        else:
+            _find(root, "saml:Assertion/saml:Conditions").set(where, "2024-01-01T24:00:00Z")
+
+    xml = forge_sp.sign(forge_sp.spec(solicited=False), target="none", mutate=mutate)
+    response = saml_app.test_client().post("/saml/hr/acs", data={"SAMLResponse": _b64(xml)})
+    assert response.status_code == 400
+    assert "saml_malformed" in response.get_data(as_text=True)
+
+
+def _replace_cipher_value(xml: bytes, build: Callable[[etree._Element], None]) -> bytes:
+    root = etree.fromstring(xml)
+    data = root.find(f"{SAML_NS}EncryptedAssertion/{{{XENC_NS}}}EncryptedData")
+    assert data is not None
+    build(data)
+    return etree.tostring(root)
+
+
+def test_a_cipher_reference_is_refused_before_anything_is_read(
+    make_sp: Callable[..., Sp], tmp_path: Path
+) -> None:
+    sp = make_sp()
+    good = sp.encrypt(sp.sign(sp.spec()))
+    secret = tmp_path / "ciphertext.bin"
+
+    def to_file(data: etree._Element) -> None:
+        cipher_data = data.find(f"{{{XENC_NS}}}CipherData")
+        value = cipher_data.find(f"{{{XENC_NS}}}CipherValue")
+        secret.write_bytes(base64.b64decode(value.text or ""))
+        cipher_data.remove(value)
+        etree.SubElement(cipher_data, f"{{{XENC_NS}}}CipherReference").set(
+            "URI", f"file://{secret}"
+        )
+
+    # Before the fix the SP decrypted this from the local file (and /dev/zero exhausted
+    # memory): it must be refused before xmlsec opens anything.
+    assert sp.refused(_replace_cipher_value(good, to_file)) == "saml_decryption_failed"
+
+
+def test_a_retrieval_method_outside_the_message_is_refused(make_sp: Callable[..., Sp]) -> None:
+    sp = make_sp()
+    good = sp.encrypt(sp.sign(sp.spec()))
+
+    def retrieval(data: etree._Element) -> None:
+        key_info = data.find(f"{{{forge.NS_DS}}}KeyInfo")
+        method = etree.SubElement(key_info, f"{{{forge.NS_DS}}}RetrievalMethod")
+        method.set("URI", "http://127.0.0.1:9/key")
+
+    assert sp.refused(_replace_cipher_value(good, retrieval)) == "saml_decryption_failed"
+
+
+def test_rsa_pkcs1_v15_key_transport_is_refused(make_sp: Callable[..., Sp]) -> None:
+    import xmlsec
+
+    sp = make_sp(want_assertions_encrypted=True)
+    xml = forge.encrypt_assertion(
+        sp.sign(sp.spec()), sp.pki.sp_cert_pem, key_transport=xmlsec.constants.TransformRsaPkcs1
+    )
+    assert b"rsa-1_5" in xml
+    assert sp.refused(xml) == "saml_algorithm_forbidden"
+
+
+def test_a_refused_relay_state_does_not_use_up_the_assertion(
+    saml_app: Any, pki: Pki, tmp_path: Path
+) -> None:
+    forge_sp = _web_sp(pki, tmp_path)
+    xml = _b64(forge_sp.sign(forge_sp.spec(solicited=False)))
+    client = saml_app.test_client()
+    bad = client.post(
+        "/saml/hr/acs", data={"SAMLResponse": xml, "RelayState": "https://evil.example"}
+    )
+    assert "next_not_allowed" in bad.get_data(as_text=True)
+    good = client.post(
+        "/saml/hr/acs", data={"SAMLResponse": xml, "RelayState": "/course/view.php?id=3"}
+    )
+    assert good.status_code == 303
+
+
+def test_the_acs_ignores_the_host_header(saml_app: Any, pki: Pki, tmp_path: Path) -> None:
+    forge_sp = _web_sp(pki, tmp_path)
+    evil_acs = "http://evil.example/saml/hr/acs"
+    spec = forge_sp.spec(solicited=False, destination=evil_acs, recipient=evil_acs)
+    response = saml_app.test_client().post(
+        "/saml/hr/acs",
+        data={"SAMLResponse": _b64(forge_sp.sign(spec))},
+        headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},
+    )
+    assert "saml_destination_mismatch" in response.get_data(as_text=True)
+
+
+def test_deep_nesting_is_malformed(unsolicited_sp: Sp) -> None:
+    deep = b"<a>" * 5000 + b"</a>" * 5000
+    assert unsolicited_sp.refused(forge.to_b64(deep)) == "saml_malformed"
+
+
+def test_an_empty_in_response_to_is_no_pending_request(sp: Sp) -> None:
+    assert sp.refused(sp.sign(sp.spec(solicited=False, in_response_to=""))) in {
+        "saml_in_response_to_unknown",
+        "saml_unsolicited",
+    }
+
+
+def test_a_subject_attribute_keys_the_account_even_with_a_transient_name_id(
+    make_sp: Callable[..., Sp],
+) -> None:
+    sp = make_sp(name_id_format="transient", subject_attribute="employeeNumber")
+    spec = sp.spec(
+        name_id_format="urn:oasis:names:tc:SAML:2.0:nameid-format:transient",
+        name_id="_3f9a1c",
+        attributes={"employeeNumber": ["E7007"], "mail": ["e7@example.test"]},
+    )
+    assert sp.complete(sp.sign(spec)).identity.subject == "E7007"
+    for values in ([], ["E1", "E2"]):
+        spec = sp.spec(attributes={"employeeNumber": values} if values else {"mail": ["x@y.z"]})
+        assert sp.refused(sp.sign(spec)) == "attribute_missing"
+
+
+def test_a_logout_request_is_answered_once(sp: Sp, pki: Pki) -> None:
+    request = idp_logout_request(pki.idp, "E1001")
+    assert sp.connector.idp_logout(request, session())
+    with pytest.raises(errors.SamlLogoutInvalid, match="already answered"):
+        sp.connector.idp_logout(request, session())
+
+
+def test_a_stale_logout_request_is_refused(pki: Pki, tmp_path: Path) -> None:
+    later = Sp(pki, tmp_path, clock=lambda: time.time() + 3600)
+    with pytest.raises(errors.SamlLogoutInvalid, match="stale"):
+        later.connector.idp_logout(idp_logout_request(pki.idp, "E1001"), session())
+
+
+def test_logout_requests_are_refused_when_single_logout_is_off(
+    make_sp: Callable[..., Sp], pki: Pki
+) -> None:
+    quiet = make_sp(slo=False)
+    with pytest.raises(errors.SamlLogoutInvalid, match="off"):
+        quiet.connector.idp_logout(idp_logout_request(pki.idp, "E1001"), session())

@@ -172,3 +172,59 @@ def test_a_due_refresh_runs_in_the_background_and_picks_up_new_keys(
         time.sleep(0.05)
     assert metadata.version == version + 1
     assert staged in metadata.current()["x509certMulti"]["signing"]
+
+
+def test_signed_metadata_cannot_be_wrapped_around_an_attackers_entity(tmp_path: Path) -> None:
+    fed_key, fed_cert = key_pair(tmp_path, "federation")
+    _, idp_cert = key_pair(tmp_path, "idp")
+    _, evil_cert = key_pair(tmp_path, "evil")
+    signed = OneLogin_Saml2_Metadata.sign_metadata(
+        idp_metadata(idp_cert), fed_key.read_text(), fed_cert.read_text()
+    )
+    original = etree.fromstring(signed if isinstance(signed, bytes) else signed.encode())
+    signature = original.find("{http://www.w3.org/2000/09/xmldsig#}Signature")
+    original.remove(signature)
+    evil = etree.fromstring(idp_metadata(evil_cert).encode())
+    del evil.attrib["ID"]
+    wrapper = etree.Element(f"{{{MD}}}EntitiesDescriptor", nsmap={"md": MD})
+    wrapper.set("ID", "_wrap")
+    for child in (signature, evil, original):
+        wrapper.append(child)
+    (tmp_path / "attack.xml").write_bytes(etree.tostring(wrapper))
+    attack = connection(tmp_path / "attack.xml", idp_metadata_signing_cert_file=fed_cert)
+    # The federation's signature still verifies somewhere in the document; it no longer
+    # covers the document, so the attacker's key must not become trusted.
+    with pytest.raises(MetadataError):
+        IdpMetadata("hr", attack, tmp_path)
+
+
+def test_expired_metadata_is_refused(tmp_path: Path) -> None:
+    _, cert = key_pair(tmp_path, "idp")
+    old = idp_metadata(cert).replace('ID="_md1"', 'ID="_md1" validUntil="2001-01-01T00:00:00Z"')
+    (tmp_path / "old.xml").write_text(old)
+    with pytest.raises(MetadataError, match="expired"):
+        IdpMetadata("hr", connection(tmp_path / "old.xml"), tmp_path)
+
+
+class _Down:
+    """An HTTP client for which every IdP web server is down."""
+
+    def get(self, *args: Any, **kwargs: Any) -> Any:
+        import requests
+
+        raise requests.ConnectionError("down")
+
+
+def test_the_saved_copy_serves_only_the_url_it_came_from(tmp_path: Path, saml_idp: Any) -> None:
+    url = saml_idp.metadata_url
+    IdpMetadata("hr", SamlConnection(type="saml", idp_metadata_url=url), tmp_path)  # saves it
+    same = IdpMetadata(
+        "hr", SamlConnection(type="saml", idp_metadata_url=url), tmp_path, http=_Down()
+    )  # type: ignore[arg-type]
+    assert same.source == "saved copy"
+    other = IdpMetadata(
+        "hr", SamlConnection(type="saml", idp_metadata_url=url + "?v=2"), tmp_path, http=_Down()
+    )  # type: ignore[arg-type]
+    assert other.source == "none"
+    with pytest.raises(Exception, match="no usable metadata"):
+        other.current()

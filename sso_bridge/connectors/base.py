@@ -21,6 +21,8 @@ class Verified:
     """The deep link the upstream asked for; not validated yet (redirects.safe_next does that)."""
     session: dict[str, Any] = field(default_factory=dict)
     """What the connector needs later in the bridge session (for example for single logout)."""
+    request_id: str | None = None
+    """The id of the bridge's own request this login answers, if it started it."""
 
 
 class Connector(Protocol):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import xmlsec
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
 from onelogin.saml2.errors import OneLogin_Saml2_Error, OneLogin_Saml2_ValidationError
@@ -40,15 +41,18 @@ from .base import Verified
 from .saml_metadata import IdpMetadata
 from .saml_xml import (
     NS,
+    check_instants,
     check_response_structure,
     decode,
     inflate,
     install_schema_cache,
     parse,
+    refuse_comments,
 )
 
 # Pending AuthnRequests: how long a person may take at the IdP before the ACS refuses.
 REQUEST_TTL = 15 * 60
+SP_METADATA_CACHE_SECONDS = 3600
 
 NAME_ID_FORMATS = {
     "persistent": C.NAMEID_PERSISTENT,
@@ -213,6 +217,7 @@ class SamlConnector:
             settings.sp_next_cert_file.read_text() if settings.sp_next_cert_file else ""
         )
         self._built: tuple[int, OneLogin_Saml2_Settings, OneLogin_Saml2_Settings] | None = None
+        self._sp_metadata_cache: tuple[float, bytes] | None = None
         self._sp_settings = OneLogin_Saml2_Settings(
             self._settings_dict(None), sp_validation_only=True
         )
@@ -288,14 +293,24 @@ class SamlConnector:
     # -- SP metadata ---------------------------------------------------------------------------
 
     def sp_metadata(self) -> bytes:
-        """This SP's metadata for the IdP admin: signed when a key is configured."""
+        """This SP's metadata for the IdP admin: signed when a key is configured.
+
+        Built and signed at most once an hour: the endpoint is public, and the document
+        only changes with the configuration (its validUntil is two days ahead).
+        """
+        now = self._clock()
+        cached = self._sp_metadata_cache
+        if cached is not None and now - cached[0] < SP_METADATA_CACHE_SECONDS:
+            return cached[1]
         settings = self._sp_settings
         # python3-saml signs it already when a key is configured (security.signMetadata).
         xml = settings.get_sp_metadata()
         problems = settings.validate_metadata(xml)
         if problems:
             raise RuntimeError(f"generated SP metadata is invalid: {problems}")
-        return xml if isinstance(xml, bytes) else xml.encode()
+        document = xml if isinstance(xml, bytes) else xml.encode()
+        self._sp_metadata_cache = (now, document)
+        return document
 
     # -- SP-initiated login ----------------------------------------------------------------------
 
@@ -331,7 +346,22 @@ class SamlConnector:
 
     # -- the assertion consumer service ----------------------------------------------------------
 
-    def complete(self, request_data: Mapping[str, str]) -> Verified:
+    def complete(
+        self, request_data: Mapping[str, str], cookies: Mapping[str, str] | None = None
+    ) -> Verified:
+        """Validate the POSTed response; ``cookies`` are the browser's binding cookies.
+
+        They come separately from the form on purpose: a field named like the cookie, in
+        a form an attacker makes the victim's browser post, must not satisfy the binding.
+        """
+        try:
+            return self._complete(request_data, cookies or {})
+        except (ValueError, TypeError, xmlsec.Error) as exc:
+            # Whatever the library trips over on input no check above caught is a
+            # malformed message, never a 500.
+            raise errors.SamlMalformed(f"{type(exc).__name__}: {exc}") from None
+
+    def _complete(self, request_data: Mapping[str, str], cookies: Mapping[str, str]) -> Verified:
         value = request_data.get("SAMLResponse") or ""
         xml = decode(value, self.settings.max_response_bytes)
         root = parse(xml)
@@ -339,7 +369,7 @@ class SamlConnector:
         login_settings, _ = self._library_settings()
         response = self._library_response(login_settings, value)
         in_response_to = root.get("InResponseTo")
-        browser = request_data.get(self.browser_cookie(in_response_to)) if in_response_to else None
+        browser = cookies.get(self.browser_cookie(in_response_to)) if in_response_to else None
         pending = self._pending_request(in_response_to, browser)
         try:
             response.is_valid(
@@ -379,7 +409,12 @@ class SamlConnector:
         else:
             # IdP-initiated: RelayState is the deep link, and passes the same allow-list.
             next_url = request_data.get("RelayState") or None
-        return Verified(identity=identity, next=next_url, session=session.__dict__)
+        return Verified(
+            identity=identity,
+            next=next_url,
+            session=session.__dict__,
+            request_id=in_response_to if pending is not None else None,
+        )
 
     def _library_response(self, settings: OneLogin_Saml2_Settings, value: str) -> Any:
         try:
@@ -389,8 +424,10 @@ class SamlConnector:
         except Exception as exc:
             raise errors.SamlDecryptionFailed(f"{type(exc).__name__}: {exc}") from None
         if response.encrypted:
-            # The structure checks again, on what was inside the EncryptedAssertion.
+            # The structure checks again, on what was inside the EncryptedAssertion; the
+            # library's parser dropped no comment there, so refuse them as everywhere else.
             check_response_structure(response.decrypted_document)
+            refuse_comments(response.decrypted_document)
         return response
 
     def _pending_request(
@@ -548,10 +585,20 @@ class SamlConnector:
         subject of this browser's bridge session: a LogoutRequest for someone else, or a
         forged one, must not end anybody's session.
         """
+        if not self.settings.slo:
+            raise errors.SamlLogoutInvalid("single logout is off for this connection")
         _, logout_settings = self._library_settings()
         request_data = self._request_data(self.slo_url, get=get_data)
         raw = get_data.get("SAMLRequest", "")
-        parse(inflate(raw))  # bounded, and no DTD or comment, before the library inflates it
+        message = parse(inflate(raw))  # bounded, no DTD or comment, before the library
+        # The library compares Destination by prefix and keeps no memory of requests: an
+        # exact Destination, a fresh IssueInstant and a single use are checked here.
+        if message.get("Destination") != self.slo_url:
+            raise errors.SamlLogoutInvalid(f"Destination is not {self.slo_url}")
+        check_instants(message)
+        issued = _instant(message.get("IssueInstant"))
+        if issued is None or abs(self._clock() - issued) > REQUEST_TTL:
+            raise errors.SamlLogoutInvalid("the LogoutRequest is stale or from the future")
         try:
             logout_request = OneLogin_Saml2_Logout_Request(logout_settings, raw)
             xml = logout_request.get_xml()
@@ -568,6 +615,11 @@ class SamlConnector:
             session.connection != self.connection_id or session.protocol.get("name_id") != name_id
         ):
             raise errors.SamlLogoutInvalid("the LogoutRequest names another subject")
+        digest = _digest(message.get("ID") or "")
+        if not self._store.add(
+            f"saml-logout-in:{self.connection_id}:{digest}", "1", 2 * REQUEST_TTL
+        ):
+            raise errors.SamlLogoutInvalid("this LogoutRequest was already answered")
         url = auth.process_slo(keep_local_session=True)
         if auth.get_errors():
             raise errors.SamlLogoutInvalid(f"LogoutRequest refused: {auth.get_errors()}")

@@ -29,7 +29,9 @@ from .. import errors
 from ..fetch import FetchError, fetch_bounded
 from ..logs import get_logger
 from ..settings import SLUG, SamlConnection
-from .saml_xml import parse
+from .saml_xml import DS, check_signatures, parse
+
+MD = "{urn:oasis:names:tc:SAML:2.0:metadata}"
 
 log = get_logger("sso_bridge.connectors.saml")
 
@@ -49,13 +51,16 @@ def read_pem(path: Path) -> str:
 def parse_idp_metadata(xml: bytes, settings: SamlConnection) -> dict[str, Any]:
     """python3-saml's idp settings from metadata, after our own checks on it."""
     try:
-        parse(xml)  # refuses DTDs, entities, comments
+        root = parse(xml)  # refuses DTDs, entities, comments
+        if settings.idp_metadata_signing_cert_file is not None:
+            _check_metadata_signature_shape(root)
     except errors.BridgeError as exc:
         raise MetadataError(f"metadata refused: {exc.detail}") from None
     if settings.idp_metadata_signing_cert_file is not None:
         cert = read_pem(settings.idp_metadata_signing_cert_file)
         if not OneLogin_Saml2_Utils.validate_metadata_sign(xml, cert, validatecert=False):
             raise MetadataError("the metadata signature does not verify with the configured cert")
+    _check_valid_until(root)
     try:
         parsed = OneLogin_Saml2_IdPMetadataParser.parse(xml, entity_id=settings.idp_entity_id)
     except Exception as exc:
@@ -74,6 +79,34 @@ def parse_idp_metadata(xml: bytes, settings: SamlConnection) -> dict[str, Any]:
     idp.pop("x509cert", None)
     idp["x509certMulti"] = {"signing": signing, "encryption": _certs(idp, "encryption")}
     return dict(idp)
+
+
+def _check_metadata_signature_shape(root: Any) -> None:
+    """One signature, on the root element, over the root element, with allowed methods.
+
+    python3-saml's validate_metadata_sign accepts any verifying signature anywhere in
+    the document: move the federation's signature into a wrapper and put an attacker's
+    EntityDescriptor first, and the attacker's key would be trusted (metadata XSW).
+    """
+    signatures = list(root.iter(DS + "Signature"))
+    if len(signatures) != 1 or signatures[0].getparent() is not root:
+        raise errors.SamlSignatureWrapping("metadata must carry one signature, on its root")
+    check_signatures(root, allowed_parents=(root.tag,))
+
+
+def _check_valid_until(root: Any) -> None:
+    """Refuse metadata past its validUntil: an old copy replayed brings back old keys."""
+    now = time.time()
+    for element in [root, *root.iter(MD + "EntityDescriptor")]:
+        value = element.get("validUntil")
+        if value is None:
+            continue
+        try:
+            expiry = OneLogin_Saml2_Utils.parse_SAML_to_time(value)
+        except ValueError:
+            raise MetadataError(f"validUntil {value!r} is not a time") from None
+        if expiry <= now:
+            raise MetadataError(f"the metadata expired at {value} (validUntil)")
 
 
 def _certs(idp: dict[str, Any], use: str) -> list[str]:

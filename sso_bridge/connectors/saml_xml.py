@@ -15,6 +15,7 @@ import binascii
 import re
 import threading
 import zlib
+from datetime import datetime
 from typing import Any
 
 from lxml import etree
@@ -54,6 +55,13 @@ ALLOWED_SIGNATURE_METHODS = frozenset(
         "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha384",
         "http://www.w3.org/2001/04/xmldsig-more#ecdsa-sha512",
     }
+)
+ALLOWED_DATA_ENCRYPTION = frozenset(
+    [f"http://www.w3.org/2001/04/xmlenc#aes{n}-cbc" for n in (128, 192, 256)]
+    + [f"http://www.w3.org/2009/xmlenc11#aes{n}-gcm" for n in (128, 192, 256)]
+)
+ALLOWED_KEY_TRANSPORT = frozenset(
+    {"http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p", "http://www.w3.org/2009/xmlenc11#rsa-oaep"}
 )
 ALLOWED_DIGESTS = frozenset(
     {
@@ -170,16 +178,57 @@ def check_response_structure(root: Any) -> None:
             f"{len(assertions)} assertions in the document, {len(direct)} where expected"
         )
     check_signatures(root, allowed_parents=(SAMLP + "Response", SAML + "Assertion"))
+    check_encryption(root)
     check_instants(root)
 
 
 def check_instants(root: Any) -> None:
-    """Every SAML time value in UTC, as python3-saml and ``_instant`` read it."""
+    """Every SAML time value in UTC, and a real date, as python3-saml and ``_instant`` read it."""
     for element in root.iter(etree.Element):
         for name in INSTANT_ATTRIBUTES:
             value = element.get(name)
-            if value is not None and not INSTANT.fullmatch(value):
-                raise errors.SamlMalformed(f"{name}={value[:40]!r} is not a UTC instant")
+            if value is None:
+                continue
+            try:
+                if not INSTANT.fullmatch(value):
+                    raise ValueError(value)
+                # "T24:00:00Z" is a valid xs:dateTime but no datetime: python3-saml would
+                # raise on it inside is_valid, before checking any signature.
+                datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S")
+            except ValueError:
+                raise errors.SamlMalformed(f"{name}={value[:40]!r} is not a UTC instant") from None
+
+
+def check_encryption(root: Any) -> None:
+    """Encrypted content only inline, with current algorithms, before anything decrypts it.
+
+    python3-saml decrypts in its Response constructor, before any signature check, and
+    xmlsec follows a CipherReference or RetrievalMethod URI wherever it points: a
+    `file:///dev/zero` would exhaust memory, a local file would be read. IdPs put the
+    ciphertext inline, so references are refused, as are deprecated algorithms (RSA
+    PKCS#1 v1.5 key transport is open to Bleichenbacher's attack).
+    """
+    for node in root.xpath("//xenc:CipherReference | //xenc:Transforms", namespaces=NS):
+        raise errors.SamlDecryptionFailed(f"{etree.QName(node).localname} in encrypted data")
+    for node in root.xpath("//ds:RetrievalMethod", namespaces=NS):
+        if not (node.get("URI") or "").startswith("#") or len(node):
+            raise errors.SamlDecryptionFailed("a RetrievalMethod pointing outside the message")
+    for algorithm in root.xpath(
+        "//xenc:EncryptedData/xenc:EncryptionMethod/@Algorithm", namespaces=NS
+    ):
+        if algorithm not in ALLOWED_DATA_ENCRYPTION:
+            raise errors.SamlAlgorithmForbidden(f"data encryption {algorithm} is not allowed")
+    for algorithm in root.xpath(
+        "//xenc:EncryptedKey/xenc:EncryptionMethod/@Algorithm", namespaces=NS
+    ):
+        if algorithm not in ALLOWED_KEY_TRANSPORT:
+            raise errors.SamlAlgorithmForbidden(f"key transport {algorithm} is not allowed")
+
+
+def refuse_comments(root: Any) -> None:
+    """No comment or processing instruction (see ``parse``), for an already parsed tree."""
+    if root.xpath("//comment() | //processing-instruction()"):
+        raise errors.SamlXmlForbidden("the decrypted assertion carries a comment or PI")
 
 
 def check_signatures(root: Any, allowed_parents: tuple[str, ...]) -> None:

@@ -14,6 +14,7 @@ from .complete import begin_login, check_next, clear_session_cookie, finish_logi
 from .context import current_session, services
 
 bp = Blueprint("saml", __name__)
+BINDING_COOKIES = (BROWSER_COOKIE_PREFIX, "__Host-" + BROWSER_COOKIE_PREFIX)
 log = get_logger("sso_bridge.web.saml")
 
 
@@ -68,11 +69,23 @@ def acs(connection_id: str) -> BaseResponse:
     """
     begin_login(connection_id)
     saml = connector(connection_id)
-    binding = {k: v for k, v in request.cookies.items() if BROWSER_COOKIE_PREFIX in k}
-    verified = saml.complete({**request.form.to_dict(), **binding})
+    form = request.form.to_dict()
+    # A deep link in RelayState is checked before the response is: a refused one must not
+    # use up the assertion, so the person can try again with a good link.
+    if form.get("RelayState"):
+        check_next(form["RelayState"])
+    binding = {k: v for k, v in request.cookies.items() if k.startswith(BINDING_COOKIES)}
+    verified = saml.complete(form, cookies=binding)
     response = finish_login(verified, None)
-    for name in binding:
-        response.delete_cookie(name, path="/", secure=True, httponly=True, samesite="None")
+    if verified.request_id is not None:
+        # Only this request's cookie: other tabs may have logins of their own pending.
+        response.delete_cookie(
+            saml.browser_cookie(verified.request_id),
+            path="/",
+            secure=True,
+            httponly=True,
+            samesite="None",
+        )
     return response
 
 
