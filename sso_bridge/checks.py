@@ -53,7 +53,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             attempt(
                 f"connection {cid}: keys", partial(TokenKeyring, cid, connection, MemoryStore())
             )
-        else:
+        elif connection.type == "saml":
             attempt(f"connection {cid}: IdP metadata", partial(_idp_metadata, cid, settings))
             for name, path in (
                 ("SP certificate", connection.sp_cert_file),

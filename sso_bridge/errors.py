@@ -349,6 +349,132 @@ class SamlLogoutInvalid(SamlRefused):
     code = "saml_logout_invalid"
 
 
+# -- OpenID Connect and OAuth2 -----------------------------------------------------------------
+
+
+class OidcRefused(InvalidAssertion):
+    """An OpenID Connect or OAuth2 login that is not exactly valid."""
+
+    code = "oidc_invalid"
+    public_message = (
+        "Your company's sign-in service sent an answer we could not accept. "
+        "Please go back to your portal and try again; if it keeps happening, "
+        "tell your IT team and quote the reference below."
+    )
+
+
+class OidcStateMissing(OidcRefused):
+    code = "oidc_state_missing"
+
+
+class OidcStateUnknown(OidcRefused):
+    code = "oidc_state_unknown"
+    public_message = (
+        "This sign-in was not started here, was already completed, or took too long. "
+        "Please start again from the learning platform."
+    )
+
+
+class OidcBrowserMismatch(OidcRefused):
+    code = "oidc_browser_mismatch"
+    public_message = (
+        "This sign-in was started in another browser, or your browser blocked a cookie it "
+        "needs. Please start again from the learning platform in this browser."
+    )
+
+
+class OidcProviderError(OidcRefused):
+    """The provider answered the authorization request with an error."""
+
+    code = "oidc_provider_error"
+    public_message = (
+        "Your company's sign-in service did not sign you in (it may have been cancelled). "
+        "Please try again."
+    )
+
+
+class OidcIssuerParameterMismatch(OidcRefused):
+    """RFC 9207: the callback's `iss` is missing or names another provider (mix-up)."""
+
+    code = "oidc_iss_parameter_mismatch"
+
+
+class OidcTokenRequestFailed(OidcRefused):
+    code = "oidc_token_request_failed"
+
+
+class OidcIdTokenMalformed(OidcRefused):
+    code = "oidc_id_token_malformed"
+
+
+class OidcAlgorithmForbidden(OidcRefused):
+    code = "oidc_alg_forbidden"
+
+
+class OidcKeyUnknown(OidcRefused):
+    code = "oidc_kid_unknown"
+
+
+class OidcSignatureInvalid(OidcRefused):
+    code = "oidc_signature_invalid"
+
+
+class OidcIssuerMismatch(OidcRefused):
+    code = "oidc_issuer_mismatch"
+
+
+class OidcAudienceMismatch(OidcRefused):
+    code = "oidc_audience_mismatch"
+
+
+class OidcClaimMissing(OidcRefused):
+    code = "oidc_claim_missing"
+
+
+class OidcExpired(OidcRefused):
+    code = "oidc_expired"
+
+
+class OidcNotYetValid(OidcRefused):
+    code = "oidc_not_yet_valid"
+
+
+class OidcNonceMismatch(OidcRefused):
+    code = "oidc_nonce_mismatch"
+
+
+class OidcUserinfoMismatch(OidcRefused):
+    code = "oidc_userinfo_sub_mismatch"
+
+
+class OidcClaimNotAllowed(OidcRefused):
+    """A claim restricted by the connection (Entra `tid`, Google `hd`) has another value."""
+
+    code = "oidc_claim_not_allowed"
+    status = 403
+    public_message = (
+        "Your account belongs to an organisation this learning platform does not accept. "
+        "Please sign in with your work account."
+    )
+
+
+class OidcDiscoveryInvalid(OidcRefused):
+    code = "oidc_discovery_invalid"
+    status = 503
+    public_message = (
+        "Sign-in through your company is misconfigured or unavailable. "
+        "Please try again later and tell your IT team."
+    )
+
+
+class OidcProviderUnavailable(OidcRefused):
+    code = "oidc_provider_unavailable"
+    status = 503
+    public_message = (
+        "Sign-in through your company is temporarily unavailable. Please try again later."
+    )
+
+
 # -- identity and provisioning ------------------------------------------------------------
 
 

@@ -346,7 +346,112 @@ class SamlConnection(ConnectionBase):
         return self
 
 
-Connection = Annotated[TokenConnection | SamlConnection, Field(discriminator="type")]
+ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt"]
+
+
+class OAuthClientBase(ConnectionBase):
+    """What OpenID Connect and plain OAuth2 connections share: the bridge as a client."""
+
+    client_id: str = Field(min_length=1, max_length=256)
+    """The client id the provider gave the bridge."""
+    client_secret: SecretStr | None = None
+    """The client secret, for `client_secret_basic` and `client_secret_post`."""
+    client_auth_method: ClientAuthMethod = "client_secret_basic"
+    """How the bridge authenticates at the token endpoint."""
+    client_key_file: Path | None = None
+    """PEM private key (RSA or EC P-256) for `private_key_jwt`; its public JWK is what the provider registers."""
+    scopes: list[str] = []
+    """Scopes to request; default `openid profile email` for OIDC, none for OAuth2."""
+    authorization_endpoint: str | None = None
+    """The provider's authorization endpoint (OIDC: taken from discovery when unset)."""
+    token_endpoint: str | None = None
+    """The provider's token endpoint (OIDC: taken from discovery when unset)."""
+    allowed_claim_values: dict[str, list[str]] = {}
+    """Claims that must hold one of the listed values, e.g. Entra ID's `tid` (the tenant) or Google's `hd` (the Workspace domain)."""
+    timeout: float = Field(default=10.0, gt=0, le=60)
+    """Seconds to wait for the provider's token, userinfo, JWKS and discovery endpoints."""
+
+    @field_validator("authorization_endpoint", "token_endpoint")
+    @classmethod
+    def _check_endpoints(cls, value: str | None) -> str | None:
+        return None if value is None else _https_or_loopback(value)
+
+    @model_validator(mode="after")
+    def _check_client_auth(self) -> OAuthClientBase:
+        if self.client_auth_method == "private_key_jwt":
+            if self.client_key_file is None:
+                raise ValueError("private_key_jwt needs client_key_file")
+        elif self.client_secret is None:
+            raise ValueError(f"{self.client_auth_method} needs client_secret")
+        return self
+
+
+class OidcConnection(OAuthClientBase):
+    """An OpenID Connect provider: Entra ID, Okta, Google, Keycloak, … (docs/oidc.md)."""
+
+    type: Literal["oidc"]
+    """Connection kind."""
+    issuer: str
+    """The provider's issuer: ID tokens' `iss` and the discovery document's `issuer` must equal it exactly."""
+    discovery_url: str | None = None
+    """Where the discovery document is; default `<issuer>/.well-known/openid-configuration`. Unused when every endpoint is given by hand."""
+    jwks_uri: str | None = None
+    """The provider's JWKS (taken from discovery when unset)."""
+    userinfo_endpoint: str | None = None
+    """The provider's userinfo endpoint (taken from discovery when unset)."""
+    end_session_endpoint: str | None = None
+    """Where `/logout` sends people to end the provider's session too (taken from discovery when unset)."""
+    use_userinfo: bool = True
+    """Also fetch userinfo and merge its claims (only when its `sub` equals the ID token's)."""
+    id_token_algorithms: list[
+        Literal["RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA"]
+    ] = ["RS256", "ES256"]
+    """Algorithms accepted on ID tokens; pinned here, never taken from the token."""
+    subject_claim: str = "sub"
+    """The claim that identifies the person stably (Entra ID: `oid`, stable across applications)."""
+    leeway: int = Field(default=60, ge=0, le=300)
+    """Clock skew tolerated on `exp` and `iat`, in seconds."""
+    max_token_age: int = Field(default=600, ge=60, le=86400)
+    """Oldest `iat` accepted on an ID token, in seconds."""
+    jwks_cache_seconds: int = Field(default=3600, ge=60, le=86400)
+    """How long the provider's JWKS and discovery document are trusted before they are fetched again."""
+    jwks_refetch_interval: int = Field(default=60, ge=1, le=3600)
+    """Least seconds between two JWKS fetches caused by an unknown `kid` (across all instances)."""
+
+    @field_validator(
+        "issuer", "discovery_url", "jwks_uri", "userinfo_endpoint", "end_session_endpoint"
+    )
+    @classmethod
+    def _check_urls(cls, value: str | None) -> str | None:
+        return None if value is None else _https_or_loopback(value)
+
+
+class OAuth2Connection(OAuthClientBase):
+    """A portal that speaks only OAuth2: a profile URL gives the identity (docs/oidc.md)."""
+
+    type: Literal["oauth2"]
+    """Connection kind."""
+    authorization_endpoint: str
+    """The provider's authorization endpoint."""
+    token_endpoint: str
+    """The provider's token endpoint."""
+    profile_url: str
+    """URL that returns the signed-in person's profile as JSON, with the access token."""
+    subject_field: str = "id"
+    """Field of the profile JSON holding a stable id (not the e-mail); dotted for nested objects."""
+    use_pkce: bool = True
+    """Send PKCE (S256); turn off only for a provider that rejects it."""
+
+    @field_validator("profile_url")
+    @classmethod
+    def _check_profile(cls, value: str) -> str:
+        return _https_or_loopback(value)
+
+
+Connection = Annotated[
+    TokenConnection | SamlConnection | OidcConnection | OAuth2Connection,
+    Field(discriminator="type"),
+]
 
 
 class Settings(BaseSettings):
@@ -461,7 +566,7 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-CONNECTION_KINDS = ("token", "saml")
+CONNECTION_KINDS = ("token", "saml", "oidc", "oauth2")
 
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
 _secrets_dir: ContextVar[Path | None] = ContextVar("secrets_dir", default=None)

@@ -285,13 +285,13 @@ def test_every_refusal_code_is_documented() -> None:
     # Every code in sso_bridge/errors.py (the provider's own errors live elsewhere, the
     # SAML ones in docs/saml.md), except
     # assertion_invalid, only a base class, and login_required, raised on the LMS side.
-    # The SAML codes are documented in docs/saml.md.
+    # The SAML and OIDC codes are documented in docs/saml.md and docs/oidc.md.
     codes = {
         value.code
         for value in vars(errors).values()
         if isinstance(value, type)
         and issubclass(value, errors.BridgeError)
-        and not issubclass(value, errors.SamlRefused)
+        and not issubclass(value, errors.SamlRefused | errors.OidcRefused)
     } | {"internal_error"}
     codes -= {"assertion_invalid", "login_required"}
     section = DOC.read_text().split("## 6. Reason codes", 1)[1].split("\n## ", 1)[0]

@@ -1,47 +1,19 @@
 """The keys a portal signs handoff tokens with: files, an inline JWKS, or a JWKS URL.
 
-Every key is pinned to exactly one algorithm. A key from a JWKS takes its
-algorithm from the JWK's ``alg``, or from its type and curve when that is
-unambiguous (OKP Ed25519 → EdDSA, EC P-256 → ES256, RSA → RS256), never from
-the token being verified.
+Each key is pinned to one algorithm (see jwks.py); a file key's type must fit it.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any
-
 import requests
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, Key, OctKey, OKPKey, RSAKey, import_key
+from joserfc.jwk import OctKey
 
-from ..errors import KeySetUnavailable
-from ..fetch import FetchError, fetch_bounded
-from ..logs import get_logger
-from ..settings import KID, TokenConnection, TokenKeySettings
+from ..jwks import KeyConfigError, PinnedKey, RemoteJwks, parse_jwks, wrap_key
+from ..settings import TokenConnection, TokenKeySettings
 from ..state import Store
 
-log = get_logger("sso_bridge.connectors.token")
-
 MIN_HMAC_SECRET = 32
-MIN_RSA_BITS = 2048
-MAX_JWKS_BYTES = 64 * 1024
-FETCH_SECONDS = 5
-PUBLIC_PARAMS = ("kty", "crv", "x", "y", "n", "e")
-
-
-@dataclass(frozen=True)
-class PinnedKey:
-    kid: str
-    alg: str
-    key: Key
-
-
-class KeyConfigError(ValueError):
-    """A configured key is unusable; the message names it."""
 
 
 def load_file_key(spec: TokenKeySettings) -> PinnedKey:
@@ -65,81 +37,13 @@ def load_file_key(spec: TokenKeySettings) -> PinnedKey:
         if isinstance(exc, KeyConfigError):
             raise
         raise KeyConfigError(f"key {spec.kid!r}: not a PEM public key") from None
-    return PinnedKey(spec.kid, spec.alg, _wrap(spec.kid, spec.alg, public))
-
-
-def _wrap(kid: str, alg: str, public: Any) -> Key:
-    """Wrap a public key for joserfc after checking that its type matches ``alg``."""
-    if alg == "EdDSA" and isinstance(public, ed25519.Ed25519PublicKey):
-        return OKPKey.import_key(public)
-    if (
-        alg == "ES256"
-        and isinstance(public, ec.EllipticCurvePublicKey)
-        and isinstance(public.curve, ec.SECP256R1)
-    ):
-        return ECKey.import_key(public)
-    if alg == "RS256" and isinstance(public, rsa.RSAPublicKey):
-        if public.key_size < MIN_RSA_BITS:
-            raise KeyConfigError(f"key {kid!r}: RSA keys need at least {MIN_RSA_BITS} bits")
-        return RSAKey.import_key(public)
-    raise KeyConfigError(f"key {kid!r}: the key type does not fit {alg}")
-
-
-def parse_jwks(data: Any, allowed: list[str]) -> dict[str, PinnedKey]:
-    """Pinned keys from a JWKS document; keys that cannot be pinned are left out and logged."""
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise KeyConfigError("a JWKS must be an object with a `keys` list")
-    keys: dict[str, PinnedKey] = {}
-    for jwk in data["keys"]:
-        try:
-            pinned = _pin_jwk(jwk, allowed)
-        except (KeyConfigError, JoseError, ValueError, TypeError, KeyError) as exc:
-            log.warning(
-                "jwks_key_skipped",
-                kid=str(jwk.get("kid"))[:128] if isinstance(jwk, dict) else None,
-                why=str(exc),
-            )
-            continue
-        if pinned.kid in keys:
-            raise KeyConfigError(f"the JWKS holds kid {pinned.kid!r} twice")
-        keys[pinned.kid] = pinned
-    return keys
-
-
-def _pin_jwk(jwk: Any, allowed: list[str]) -> PinnedKey:
-    if not isinstance(jwk, dict):
-        raise KeyConfigError("a JWK must be an object")
-    kid = jwk.get("kid")
-    if not isinstance(kid, str) or not KID.fullmatch(kid):
-        raise KeyConfigError("a JWK needs a kid of letters, digits, '.', '_' or '-'")
-    if jwk.get("use", "sig") != "sig":
-        raise KeyConfigError(f"key {kid!r} is not a signing key")
-    if "d" in jwk or jwk.get("kty") == "oct":
-        # A JWKS is public by nature; a private or symmetric key in it is a leak, not a key.
-        raise KeyConfigError(f"key {kid!r} is private or symmetric; publish public keys only")
-    kty, crv = jwk.get("kty"), jwk.get("crv")
-    implied: dict[tuple[Any, Any], str] = {
-        ("OKP", "Ed25519"): "EdDSA",
-        ("EC", "P-256"): "ES256",
-        ("RSA", None): "RS256",
-    }
-    if (kty, crv) not in implied:
-        raise KeyConfigError(f"key {kid!r}: key type {kty!r} on curve {crv!r} is not supported")
-    alg = jwk.get("alg") or implied[(kty, crv)]
-    if alg not in allowed:
-        raise KeyConfigError(f"key {kid!r}: algorithm {alg!r} is not allowed here")
-    # Only the public parameters are imported: `key_ops`, `x5c` and the like are ignored.
-    public = import_key({k: v for k, v in jwk.items() if k in PUBLIC_PARAMS}).public_key
-    return PinnedKey(kid, alg, _wrap(kid, alg, public))
+    return PinnedKey(spec.kid, spec.alg, wrap_key(spec.kid, spec.alg, public))
 
 
 class TokenKeyring:
     """Resolves a ``kid`` to a pinned key for one connection.
 
-    File and inline keys are loaded once, at start. A JWKS URL is fetched on
-    first use and cached in the shared store; an unknown ``kid`` triggers one
-    refetch, at most once per ``jwks_refetch_interval`` across all instances,
-    so a flood of random kids cannot turn the bridge against the portal.
+    File and inline keys are loaded once, at start; a JWKS URL is a RemoteJwks.
     """
 
     def __init__(
@@ -165,73 +69,22 @@ class TokenKeyring:
                 if kid in self._static:
                     raise KeyConfigError(f"kid {kid!r} is configured twice")
                 self._static[kid] = key
-        self._remote_raw: str | None = None
-        self._remote: dict[str, PinnedKey] = {}
+        self._remote = (
+            RemoteJwks(
+                connection_id,
+                settings.jwks_url,
+                settings.algorithms,
+                store,
+                http,
+                settings.jwks_cache_seconds,
+                settings.jwks_refetch_interval,
+                settings.jwks_stale_seconds,
+            )
+            if settings.jwks_url
+            else None
+        )
 
     def find(self, kid: str) -> PinnedKey | None:
         if kid in self._static:
             return self._static[kid]
-        if self._settings.jwks_url is None:
-            return None
-        cached = self._store.get(self._key("jwks"))
-        if cached is None:
-            # Nothing cached: this fetch is fresh, so an unknown kid in it is final for
-            # this call (no second fetch).
-            return self._remote_keys(self._cold_fetch()).get(kid)
-        keys = self._remote_keys(cached)
-        if kid not in keys and self._store.add(
-            self._key("jwks-refetch"), "1", self._settings.jwks_refetch_interval
-        ):
-            keys = self._remote_keys(self._refresh())
-        return keys.get(kid)
-
-    def _key(self, kind: str) -> str:
-        return f"{kind}:{self._id}"
-
-    def _cold_fetch(self) -> str:
-        """Fetch with nothing cached: at most once per refetch interval, across instances.
-
-        Without this gate a flood of unsigned tokens with random kids would turn every
-        request into a fetch whenever the cache is empty, above all while the portal is
-        down (failures are not cached). Between attempts, or when the attempt fails, the
-        last good copy serves for up to ``jwks_stale_seconds``.
-        """
-        if self._store.add(self._key("jwks-fetch"), "1", self._settings.jwks_refetch_interval):
-            try:
-                return self._refresh()
-            except KeySetUnavailable:
-                stale = self._store.get(self._key("jwks-last-good"))
-                if stale is None:
-                    raise
-                log.warning("jwks_stale_copy_used", connection=self._id)
-                return stale
-        stale = self._store.get(self._key("jwks-last-good"))
-        if stale is None:
-            raise KeySetUnavailable("the JWKS is not cached and was fetched moments ago")
-        return stale
-
-    def _refresh(self) -> str:
-        raw = self._fetch()
-        self._store.set(self._key("jwks"), raw, self._settings.jwks_cache_seconds)
-        self._store.set(self._key("jwks-last-good"), raw, self._settings.jwks_stale_seconds)
-        return raw
-
-    def _remote_keys(self, raw: str) -> dict[str, PinnedKey]:
-        if raw != self._remote_raw:
-            # Parse once per distinct document, not once per login.
-            self._remote = parse_jwks(json.loads(raw), list(self._settings.algorithms))
-            self._remote_raw = raw
-        return self._remote
-
-    def _fetch(self) -> str:
-        url = self._settings.jwks_url
-        assert url is not None
-        try:
-            text = fetch_bounded(self._http, url, MAX_JWKS_BYTES, FETCH_SECONDS).decode("utf-8")
-            parse_jwks(json.loads(text), list(self._settings.algorithms))
-        except FetchError as exc:
-            raise KeySetUnavailable(f"JWKS at {exc}") from None
-        except (ValueError, KeyError, KeyConfigError) as exc:
-            raise KeySetUnavailable(f"JWKS at {url}: {type(exc).__name__}") from exc
-        log.info("jwks_fetched", connection=self._id, url=url)
-        return text
+        return self._remote.find(kid) if self._remote is not None else None
