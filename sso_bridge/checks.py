@@ -53,6 +53,8 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             attempt(
                 f"connection {cid}: keys", partial(TokenKeyring, cid, connection, MemoryStore())
             )
+        elif connection.type in ("oidc", "oauth2"):
+            attempt(f"connection {cid}: provider endpoints", partial(_provider, cid, settings))
         elif connection.type == "saml":
             attempt(f"connection {cid}: IdP metadata", partial(_idp_metadata, cid, settings))
             for name, path in (
@@ -62,6 +64,16 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
                 if path is not None:
                     attempt(f"connection {cid}: {name}", partial(_certificate_valid, path))
     return results
+
+
+def _provider(connection_id: str, settings: Settings) -> None:
+    from .connectors.oidc import OidcConnector
+    from .services import outbound_session
+
+    connection = settings.connections[connection_id]
+    assert connection.type in ("oidc", "oauth2")
+    http = outbound_session(settings.outbound_proxy)
+    OidcConnector(connection_id, connection, settings.base_url, MemoryStore(), http).endpoints()
 
 
 def _idp_metadata(connection_id: str, settings: Settings) -> None:

@@ -229,10 +229,12 @@ def connections_list(ctx: click.Context, as_json: bool) -> None:
             "id": cid,
             "type": c.type,
             "name": c.display_name or cid,
-            # What the upstream admin needs: where tokens go, or the SP's metadata URL.
-            "endpoint": f"{settings.base_url}/token/{cid}"
-            if c.type == "token"
-            else f"{settings.base_url}/saml/{cid}/metadata",
+            # What the upstream admin needs: where tokens go, the SP's metadata URL, or
+            # the redirect URI to register at the provider.
+            "endpoint": {
+                "token": f"{settings.base_url}/token/{cid}",
+                "saml": f"{settings.base_url}/saml/{cid}/metadata",
+            }.get(c.type, f"{settings.base_url}/oidc/{cid}/callback"),
         }
         for cid, c in settings.connections.items()
     ]

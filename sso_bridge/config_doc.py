@@ -16,14 +16,25 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .settings import SamlConnection, Settings, TokenConnection
+from .settings import (
+    OAuth2Connection,
+    OidcConnection,
+    SamlConnection,
+    Settings,
+    TokenConnection,
+)
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 BEGIN = "<!-- BEGIN GENERATED REFERENCE -->"
 END = "<!-- END GENERATED REFERENCE -->"
 
 # Tables that repeat (a list or a dict of them), documented under a placeholder key.
-CONNECTION_TYPES: list[type[BaseModel]] = [TokenConnection, SamlConnection]
+CONNECTION_TYPES: list[type[BaseModel]] = [
+    TokenConnection,
+    SamlConnection,
+    OidcConnection,
+    OAuth2Connection,
+]
 
 
 def render() -> str:

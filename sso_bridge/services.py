@@ -8,6 +8,7 @@ import requests
 
 from .audit import Auditor
 from .connectors.base import Connector
+from .connectors.oidc import OidcConnector
 from .connectors.saml import SamlConnector
 from .connectors.saml_metadata import IdpMetadata
 from .connectors.token import TokenConnector
@@ -67,6 +68,10 @@ def build_services(settings: Settings) -> Services:
                 store,
                 settings.limits.max_token_bytes,
                 keyring=TokenKeyring(connection_id, connection, store, http),
+            )
+        elif connection.type in ("oidc", "oauth2"):
+            connectors[connection_id] = OidcConnector(
+                connection_id, connection, settings.base_url, store, http
             )
         elif connection.type == "saml":
             metadata = IdpMetadata(connection_id, connection, settings.var_dir, http)

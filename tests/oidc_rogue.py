@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import copy
 import errno
+import functools
 import hashlib
 import hmac
 import json
@@ -42,7 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
 import pytest
@@ -119,7 +120,8 @@ USERS: dict[str, dict[str, Any]] = {
     },
 }
 
-# OpenID Foundation RP test id -> RogueProvider method (the preset that reproduces it).
+# Preset name -> RogueProvider method. The "rp-..." names are the OpenID Foundation's RP test
+# ids the preset reproduces; the others are ours (no conformance test of that name).
 PRESETS: dict[str, str] = {
     "rp-id_token-issuer-mismatch": "issuer_mismatch",
     "rp-id_token-aud": "aud_mismatch",
@@ -132,7 +134,7 @@ PRESETS: dict[str, str] = {
     "rp-id_token-bad-sig-es256": "bad_sig_es256",
     "rp-id_token-sig-hs256": "sig_hs256_client_secret",
     "rp-nonce-invalid": "nonce_invalid",
-    "rp-id_token-exp": "exp_expired",
+    "id_token-exp-past": "exp_expired",
     "rp-key-rotation-op-sign-key": "rotate",
     "rp-discovery-issuer-not-matching-config": "discovery_issuer_mismatch",
     "rp-userinfo-bad-sub-claim": "userinfo_bad_sub",
@@ -343,10 +345,6 @@ class RogueProvider:
         self._rsa_serial = 0
         self.rsa_key = self._new_rsa_key()
         self.ec_key = ECKey.generate_key("P-256", parameters={"kid": self._kid("ec")})
-        # Published only by kid_absent_multiple_jwks (or `publish.add("rs256-spare")`).
-        self.spare_rsa_key = RSAKey.generate_key(2048, parameters={"kid": self._kid("rsa-spare")})
-        # Never published: sign_with="other-key".
-        self.other_key = RSAKey.generate_key(2048, parameters={"kid": self._kid("other")})
         self.retired_keys: list[RSAKey] = []  # rotated out, still published (keep_old=True)
         self.reset()
         self.clear_records()
@@ -555,6 +553,16 @@ class RogueProvider:
         kid = self._kid(f"rsa{self._rsa_serial}")
         return RSAKey.generate_key(2048, parameters={"kid": kid})
 
+    @functools.cached_property
+    def spare_rsa_key(self) -> RSAKey:
+        """A second RSA key, published only by kid_absent_multiple_jwks ("rs256-spare")."""
+        return RSAKey.generate_key(2048, parameters={"kid": self._kid("rsa-spare")})
+
+    @functools.cached_property
+    def other_key(self) -> RSAKey:
+        """An RSA key never published unless `publish` has "other" (sign_with="other-key")."""
+        return RSAKey.generate_key(2048, parameters={"kid": self._kid("other")})
+
     def published_keys(self) -> list[RSAKey | ECKey]:
         """The keys /jwks publishes now (private halves; `jwks()` strips them)."""
         with self._lock:
@@ -667,8 +675,10 @@ class RogueProvider:
 
     def verification_keys(self) -> KeySet:
         """A KeySet of every key this provider ever signs with (published or not)."""
-        keys = [self.rsa_key, self.ec_key, self.spare_rsa_key, self.other_key, *self.retired_keys]
-        return KeySet.import_key_set({"keys": [k.as_dict(private=False) for k in keys]})
+        keys: list[RSAKey | ECKey] = [self.rsa_key, self.ec_key, self.spare_rsa_key]
+        keys += [self.other_key, *self.retired_keys]
+        jwks: Any = {"keys": [key.as_dict(private=False) for key in keys]}
+        return KeySet.import_key_set(jwks)
 
     # --- URLs ---------------------------------------------------------------------------
 
@@ -763,7 +773,10 @@ class RogueProvider:
             self.port = port
             self._server = server
             self._thread = threading.Thread(
-                target=server.serve_forever, name=f"rogue-op-{port}", daemon=True
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"rogue-op-{port}",
+                daemon=True,
             )
             self._thread.start()
             return
@@ -980,7 +993,7 @@ class RogueProvider:
         try:
             token = jwt.decode(
                 form.get("client_assertion", ""),
-                KeySet.import_key_set(client.jwks or {"keys": []}),
+                KeySet.import_key_set(cast(Any, client.jwks or {"keys": []})),
                 algorithms=list(ASSERTION_ALGORITHMS),
             )
             jwt.JWTClaimsRegistry(
@@ -1134,7 +1147,7 @@ def _public_jwks(jwks: Any) -> dict[str, Any] | None:
     if isinstance(jwks, Mapping):
         return {"keys": [dict(k) for k in jwks["keys"]]}
     if isinstance(jwks, KeySet):
-        return jwks.as_dict(private=False)
+        return dict(jwks.as_dict(private=False))
     return {"keys": [jwks.as_dict(private=False)]}
 
 

@@ -7,7 +7,7 @@ import uuid
 import structlog
 from flask import Flask, Response, g, request
 
-from . import errors, login, ops, saml, token
+from . import errors, login, oidc, ops, saml, token
 from .context import services
 
 PUBLIC_DOCUMENTS = frozenset({"/.well-known/openid-configuration", "/oauth2/jwks"})
@@ -24,6 +24,7 @@ def register(app: Flask) -> None:
     app.register_blueprint(login.bp)
     app.register_blueprint(token.bp)
     app.register_blueprint(saml.bp)
+    app.register_blueprint(oidc.bp)
     init_provider(app)
 
 

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 from flask import Blueprint, redirect, render_template, request
 from werkzeug.wrappers import Response
 
+from ..connectors.oidc import OidcConnector
 from ..connectors.saml import SamlConnector
 from ..handoff import handoff_url
 from ..logs import get_logger
@@ -23,7 +24,8 @@ def _start_url(connection_id: str, requested_next: str | None) -> str | None:
     if connection.type == "token":
         return connection.portal_url
     query = f"?{urlencode({'next': requested_next})}" if requested_next else ""
-    return absolute_url(f"/saml/{connection_id}/login{query}")
+    kind = "saml" if connection.type == "saml" else "oidc"
+    return absolute_url(f"/{kind}/{connection_id}/login{query}")
 
 
 @bp.get("/")
@@ -73,6 +75,9 @@ def logout() -> Response:
         connector = services().connectors.get(session.connection)
         if isinstance(connector, SamlConnector):
             idp_logout = connector.begin_logout(session.protocol)
+        elif isinstance(connector, OidcConnector):
+            # Back here afterwards: with no session left, /logout shows the signed-out page.
+            idp_logout = connector.logout_url(session.protocol, absolute_url("/logout"))
     response: Response = (
         redirect(idp_logout, 302) if idp_logout else Response(render_template("logged_out.html"))
     )
