@@ -29,8 +29,11 @@ compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql
 # Debian's python3 leaves ensurepip out; without it `python3 -m venv` fails.
 "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 
-# Any node will do: a developer may have one from elsewhere.
+# Node and npm run the token snippet tests and the test OpenID Provider (oidc-provider,
+# which needs Node 20.18 or later; see node_is_recent below). Debian's npm only when
+# there is none at all: it depends on Debian's own nodejs.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 
 # The browser flow tests drive a real headless Chromium (tests/flows/test_browser.py).
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
@@ -42,7 +45,26 @@ done
 
 fi
 
+node_is_recent() {
+    node -e 'const [a, b] = process.versions.node.split(".").map(Number);
+             process.exit(a > 20 || (a === 20 && b >= 18) ? 0 : 1)' 2>/dev/null
+}
+
+# Debian 12's own Node is 18: too old for the test OpenID Provider. The npm registry's
+# `node` package carries a real Node binary; installed globally it lands in
+# /usr/local/bin, ahead of /usr/bin on PATH.
+ensure_recent_node() {
+    [[ $mode == --demo ]] && return 0
+    node_is_recent && return 0
+    echo "install-system-deps: Node $(node --version 2>/dev/null) is older than 20.18; installing node@20 from npm"
+    "${as_root[@]}" npm install -g --no-audit --no-fund node@20
+    hash -r
+    node_is_recent || { echo "install-system-deps: still no Node >= 20.18 on PATH" >&2; exit 1; }
+}
+
 if ((${#missing[@]} == 0)); then
+    if ((EUID == 0)); then as_root=(); else as_root=(sudo); fi
+    ensure_recent_node
     exit 0
 fi
 
@@ -78,3 +100,4 @@ fi
 
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o Acquire::Retries=3 update
 "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive "${install_cmd[@]}"
+ensure_recent_node

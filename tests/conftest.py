@@ -20,6 +20,7 @@ from sso_bridge.keyfiles import (
 )
 from sso_bridge.settings import Settings
 
+from .oidc_op import oidc_op_fixture  # noqa: F401 - a pytest fixture (named oidc_op)
 from .saml_idp import saml_idp_fixture  # noqa: F401 - a pytest fixture (named saml_idp)
 from .services import postgres_server, redis_server  # noqa: F401 - pytest fixtures
 
