@@ -133,7 +133,9 @@ class RemoteJwks:
         refetch_interval: int,
         stale_seconds: int,
         unavailable: type[BridgeError] = KeySetUnavailable,
+        timeout: float = FETCH_SECONDS,
     ) -> None:
+        self._timeout = timeout
         self._id = cache_id
         self._url = url
         self._algorithms = list(algorithms)
@@ -179,7 +181,7 @@ class RemoteJwks:
         if self._store.add(self._key("jwks-fetch"), "1", self._refetch_interval):
             try:
                 return self._refresh()
-            except KeySetUnavailable:
+            except self._unavailable:
                 stale = self._store.get(self._key("jwks-last-good"))
                 if stale is None:
                     raise
@@ -206,7 +208,7 @@ class RemoteJwks:
     def _fetch(self) -> str:
         url = self._url
         try:
-            text = fetch_bounded(self._http, url, MAX_JWKS_BYTES, FETCH_SECONDS).decode("utf-8")
+            text = fetch_bounded(self._http, url, MAX_JWKS_BYTES, self._timeout).decode("utf-8")
             parse_jwks(json.loads(text), self._algorithms)
         except FetchError as exc:
             raise self._unavailable(f"JWKS at {exc}") from None

@@ -75,7 +75,7 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, frozen=True)
 
 
-def _https_or_loopback(url: str) -> str:
+def https_or_loopback(url: str) -> str:
     """Accept https URLs, and http only on loopback (local demos and tests)."""
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
@@ -139,7 +139,7 @@ class LmsSettings(Section):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        return _https_or_loopback(value).rstrip("/")
+        return https_or_loopback(value).rstrip("/")
 
 
 class ClientSettings(Section):
@@ -159,7 +159,7 @@ class ClientSettings(Section):
     @field_validator("redirect_uris")
     @classmethod
     def _check_redirects(cls, value: list[str]) -> list[str]:
-        return [_https_or_loopback(uri) for uri in value]
+        return [https_or_loopback(uri) for uri in value]
 
     @field_validator("client_secret")
     @classmethod
@@ -261,7 +261,7 @@ class TokenConnection(ConnectionBase):
     @field_validator("jwks_url", "portal_url")
     @classmethod
     def _check_urls(cls, value: str | None) -> str | None:
-        return None if value is None else _https_or_loopback(value)
+        return None if value is None else https_or_loopback(value)
 
     @model_validator(mode="after")
     def _has_keys(self) -> TokenConnection:
@@ -325,7 +325,7 @@ class SamlConnection(ConnectionBase):
     @field_validator("idp_metadata_url")
     @classmethod
     def _check_metadata_url(cls, value: str | None) -> str | None:
-        return None if value is None else _https_or_loopback(value)
+        return None if value is None else https_or_loopback(value)
 
     @model_validator(mode="after")
     def _check_sources(self) -> SamlConnection:
@@ -374,7 +374,7 @@ class OAuthClientBase(ConnectionBase):
     @field_validator("authorization_endpoint", "token_endpoint")
     @classmethod
     def _check_endpoints(cls, value: str | None) -> str | None:
-        return None if value is None else _https_or_loopback(value)
+        return None if value is None else https_or_loopback(value)
 
     @model_validator(mode="after")
     def _check_client_auth(self) -> OAuthClientBase:
@@ -384,6 +384,9 @@ class OAuthClientBase(ConnectionBase):
         elif self.client_secret is None:
             raise ValueError(f"{self.client_auth_method} needs client_secret")
         return self
+
+
+MUTABLE_CLAIMS = frozenset({"email", "upn", "preferred_username", "unique_name", "name"})
 
 
 class OidcConnection(OAuthClientBase):
@@ -418,12 +421,28 @@ class OidcConnection(OAuthClientBase):
     jwks_refetch_interval: int = Field(default=60, ge=1, le=3600)
     """Least seconds between two JWKS fetches caused by an unknown `kid` (across all instances)."""
 
+    @field_validator("subject_claim")
+    @classmethod
+    def _check_subject(cls, value: str) -> str:
+        # An e-mail address or UPN can be reassigned, or (at some providers) set by the
+        # user: as an account key it lets one person take over another's account.
+        if value in MUTABLE_CLAIMS:
+            raise ValueError(f"{value!r} can change or be reassigned; use sub or oid")
+        return value
+
+    @field_validator("scopes")
+    @classmethod
+    def _check_scopes(cls, value: list[str]) -> list[str]:
+        if value and "openid" not in value:
+            raise ValueError("an OpenID Connect login needs the openid scope")
+        return value
+
     @field_validator(
         "issuer", "discovery_url", "jwks_uri", "userinfo_endpoint", "end_session_endpoint"
     )
     @classmethod
     def _check_urls(cls, value: str | None) -> str | None:
-        return None if value is None else _https_or_loopback(value)
+        return None if value is None else https_or_loopback(value)
 
 
 class OAuth2Connection(OAuthClientBase):
@@ -445,7 +464,7 @@ class OAuth2Connection(OAuthClientBase):
     @field_validator("profile_url")
     @classmethod
     def _check_profile(cls, value: str) -> str:
-        return _https_or_loopback(value)
+        return https_or_loopback(value)
 
 
 Connection = Annotated[
@@ -493,7 +512,7 @@ class Settings(BaseSettings):
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
-        return _https_or_loopback(value).rstrip("/")
+        return https_or_loopback(value).rstrip("/")
 
     @field_validator("connections")
     @classmethod

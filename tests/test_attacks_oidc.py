@@ -287,3 +287,217 @@ def test_an_open_redirect_in_next_is_refused_before_the_provider_is_asked(
     response = app.test_client().get("/oidc/corp/login", query_string={"next": "//evil.example"})
     assert response.status_code == 400
     assert op.authorize_requests == []
+
+
+# -- from the security review ---------------------------------------------------------------
+
+
+def test_a_stranger_with_the_state_cannot_cancel_the_login(app: Any, op: RogueProvider) -> None:
+    victim = Browser(app, op)
+    callback = victim.start()
+    state = parse_qs(urlsplit(callback).query)["state"][0]
+    attacker = app.test_client().get(
+        "/oidc/corp/callback", query_string={"state": state, "code": "junk"}
+    )
+    assert "oidc_browser_mismatch" in attacker.get_data(as_text=True)
+    assert victim.finish(callback).status_code == 303
+
+
+@pytest.mark.parametrize("extra", [{"expires_in": [1]}, {"expires_in": {"a": 1}}])
+def test_a_malformed_token_response_is_refused_not_a_500(
+    app: Any, op: RogueProvider, extra: dict[str, Any]
+) -> None:
+    op.token_response = lambda body: {**body, **extra}
+    refused(app, Browser(app, op).login(), "oidc_token_request_failed")
+
+
+def test_a_token_response_without_an_id_token(app: Any, op: RogueProvider) -> None:
+    op.token_response = lambda body: {k: v for k, v in body.items() if k != "id_token"}
+    refused(app, Browser(app, op).login(), "oidc_id_token_malformed")
+
+
+def test_userinfo_cannot_override_the_signed_tenant(
+    make_app: Callable[..., Any], op: RogueProvider
+) -> None:
+    op.id_token_claims = {"tid": "other-tenant"}
+    op.userinfo_claims = {"tid": "acme-tenant"}
+    app = make_app(allowed_claim_values={"tid": ["acme-tenant"]})
+    assert Browser(app, op).login().status_code == 403
+
+
+def test_userinfo_cannot_override_the_signed_subject(
+    make_app: Callable[..., Any], op: RogueProvider
+) -> None:
+    from sso_bridge.models import IdentityLink
+
+    op.id_token_claims = {"oid": "OID-ADA"}
+    op.userinfo_claims = {"oid": "OID-ADMIN"}
+    app = make_app(subject_claim="oid")
+    assert Browser(app, op).login().status_code == 303
+    with app.extensions["sso_bridge"].db.session() as session:
+        assert [link.subject for link in session.scalars(select(IdentityLink))] == ["OID-ADA"]
+
+
+def test_a_list_valued_restricted_claim_is_refused(
+    make_app: Callable[..., Any], op: RogueProvider
+) -> None:
+    op.id_token_claims = {"hd": ["acme.example", "evil.example"]}
+    app = make_app(allowed_claim_values={"hd": ["acme.example"]})
+    assert Browser(app, op).login().status_code == 403
+
+
+def test_private_key_jwt_with_an_ec_key_and_a_short_assertion(
+    make_app: Callable[..., Any], op: RogueProvider, tmp_path: Any
+) -> None:
+    from joserfc.jwk import ECKey
+
+    from sso_bridge.keyfiles import generate_private_key, write_private_key
+
+    key = generate_private_key("ec")
+    write_private_key(tmp_path / "client.pem", key)
+    public = ECKey.import_key(key.public_key()).as_dict()
+    op.register_client("ec-client", auth_method="private_key_jwt", jwks={"keys": [public]})
+    app = make_app(
+        client_id="ec-client",
+        client_secret=None,
+        client_auth_method="private_key_jwt",
+        client_key_file=tmp_path / "client.pem",
+    )
+    assert Browser(app, op).login().status_code == 303
+    sent = op.last_token
+    assert sent is not None and sent.assertion_verified
+    assert sent.assertion_header is not None and sent.assertion_header["alg"] == "ES256"
+    assert "kid" in sent.assertion_header
+    claims = sent.assertion_claims
+    assert claims is not None and claims["exp"] - claims["iat"] <= 60
+    assert claims["aud"] == op.issuer
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"authorization_endpoint": ["x"]},
+        {"jwks_uri": "http://jwks.example.invalid/jwks"},
+        {"token_endpoint": "http://token.example.invalid/token"},
+    ],
+)
+def test_discovered_endpoints_must_be_https_urls(
+    app: Any, op: RogueProvider, overrides: dict[str, Any]
+) -> None:
+    op.discovery_overrides = overrides
+    response = app.test_client().get("/oidc/corp/login")
+    assert response.status_code == 503
+    assert "oidc_discovery_invalid" in response.get_data(as_text=True)
+
+
+def test_logout_ends_the_session_even_when_discovery_fails(app: Any, op: RogueProvider) -> None:
+    browser = Browser(app, op)
+    assert browser.login().status_code == 303
+    for key in list(app.extensions["sso_bridge"].store._data):
+        if "oidc-discovery" in key:
+            del app.extensions["sso_bridge"].store._data[key]
+    op.discovery_issuer_mismatch()
+    response = browser.client.get("/logout")
+    assert response.status_code == 200
+    assert "signed out" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("claims", [{"exp": float("inf")}, {"iat": float("nan")}])
+def test_non_finite_numbers_are_malformed(
+    app: Any, op: RogueProvider, claims: dict[str, Any]
+) -> None:
+    op.id_token_claims = claims
+    refused(app, Browser(app, op).login(), "oidc_id_token_malformed")
+
+
+def test_a_non_ascii_nonce_is_a_mismatch_not_a_500(app: Any, op: RogueProvider) -> None:
+    op.id_token_claims = {"nonce": "\u00e9t\u00e9"}
+    refused(app, Browser(app, op).login(), "oidc_nonce_mismatch")
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"aud": [CLIENT_ID, "someone-else"]}, "oidc_audience_mismatch"),
+        ({"azp": "someone-else"}, "oidc_audience_mismatch"),
+        ({"nonce": None}, "oidc_nonce_mismatch"),
+    ],
+)
+def test_azp_and_nonce_rules(
+    app: Any, op: RogueProvider, claims: dict[str, Any], reason: str
+) -> None:
+    op.id_token_claims = claims
+    refused(app, Browser(app, op).login(), reason)
+
+
+def test_iat_in_the_future_and_too_old(app: Any, op: RogueProvider) -> None:
+    import time
+
+    now = int(time.time())
+    op.id_token_claims = {"iat": now + 3600}
+    refused(app, Browser(app, op).login(), "oidc_not_yet_valid")
+    op.id_token_claims = {"iat": now - 4000, "exp": now + 300}
+    refused(app, Browser(app, op).login(), "oidc_expired")
+
+
+def test_leeway(make_app: Callable[..., Any], op: RogueProvider) -> None:
+    import time
+
+    now = int(time.time())
+    op.id_token_claims = {"exp": now - 30, "iat": now - 60}
+    assert Browser(make_app(), op).login().status_code == 303  # default leeway 60 s
+
+
+def test_an_algorithm_outside_the_pinned_list(
+    make_app: Callable[..., Any], op: RogueProvider
+) -> None:
+    app = make_app(id_token_algorithms=["RS256"])
+    op.sign_with = "es256"
+    refused(app, Browser(app, op).login(), "oidc_alg_forbidden")
+
+
+def test_the_jwks_refetch_is_rate_limited(app: Any, op: RogueProvider) -> None:
+    op.unknown_kid()
+    for expected in (1, 2, 2):
+        refused(app, Browser(app, op).login(), "oidc_kid_unknown")
+        assert op.jwks_fetches == expected
+
+
+def test_a_token_endpoint_redirect_is_not_followed(
+    make_app: Callable[..., Any], op: RogueProvider
+) -> None:
+    import threading
+
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Response
+
+    from .services import free_port
+
+    def redirecting(environ: Any, start_response: Any) -> Any:
+        answer = Response("", status=307, headers={"Location": op.token_endpoint})
+        return answer(environ, start_response)
+
+    port = free_port()
+    server = make_server("127.0.0.1", port, redirecting, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        app = make_app(token_endpoint=f"http://127.0.0.1:{port}/token")
+        refused(app, Browser(app, op).login(), "oidc_token_request_failed")
+        assert op.token_requests == []  # nothing was re-posted to the redirect's target
+    finally:
+        server.shutdown()
+
+
+def test_a_mutable_subject_claim_is_refused_by_the_configuration() -> None:
+    from pydantic import ValidationError
+
+    from sso_bridge.settings import OidcConnection
+
+    with pytest.raises(ValidationError, match="use sub or oid"):
+        OidcConnection(
+            type="oidc",
+            issuer="https://op.example",
+            client_id="c",
+            client_secret="s",
+            subject_claim="email",
+        )

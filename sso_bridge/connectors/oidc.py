@@ -31,12 +31,13 @@ from authlib.integrations.requests_client import OAuth2Session
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
 from joserfc import jws
 from joserfc.errors import BadSignatureError, JoseError
+from joserfc.jwk import ECKey, RSAKey, import_key
 
 from .. import errors
 from ..fetch import FetchError, fetch_bounded
 from ..identity import map_identity
 from ..jwks import PinnedKey, RemoteJwks
-from ..settings import OAuth2Connection, OidcConnection
+from ..settings import OAuth2Connection, OidcConnection, https_or_loopback
 from ..state import Store
 from .base import Verified
 
@@ -45,6 +46,13 @@ TRANSACTION_TTL = 10 * 60
 MAX_DOCUMENT_BYTES = 256 * 1024
 BROWSER_COOKIE_PREFIX = "sso_bridge_oidc_"
 FORBIDDEN_HEADERS = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+DISCOVERED_URLS = (
+    "authorization_endpoint",
+    "token_endpoint",
+    "userinfo_endpoint",
+    "jwks_uri",
+    "end_session_endpoint",
+)
 REQUIRED_ID_TOKEN_CLAIMS = ("iss", "sub", "aud", "exp", "iat")
 # Claims about the token itself: userinfo may add profile claims, never replace these.
 TOKEN_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "iat", "nbf", "nonce", "azp", "auth_time"})
@@ -100,12 +108,11 @@ class OidcConnector:
         # A distinct redirect URI per connection: a code can only come back to the
         # connection whose provider issued it.
         self.redirect_uri = f"{base_url}/oidc/{connection_id}/callback"
+        self._secure = base_url.startswith("https://")
         self._store = store
         self._http = http
         self._clock = clock
-        self._client_key = (
-            settings.client_key_file.read_text() if settings.client_key_file else None
-        )
+        self._signing_key = _client_key(settings)
         self._jwks: RemoteJwks | None = None
 
     @property
@@ -144,10 +151,14 @@ class OidcConnector:
     def _discovery(self) -> dict[str, Any]:
         settings = self.settings
         assert isinstance(settings, OidcConnection)
-        key = f"oidc-discovery:{self.connection_id}"
+        url = settings.discovery_url or (
+            settings.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        )
+        # Keyed on the URL too: after a configuration change (or with another deployment
+        # on the same Redis) an old document is never taken for the new provider's.
+        key = f"oidc-discovery:{self.connection_id}:{_digest(url)[:16]}"
         raw = self._store.get(key)
         if raw is None:
-            url = settings.discovery_url or settings.issuer + "/.well-known/openid-configuration"
             try:
                 raw = fetch_bounded(self._http, url, MAX_DOCUMENT_BYTES, settings.timeout).decode()
             except (FetchError, UnicodeDecodeError) as exc:
@@ -160,7 +171,19 @@ class OidcConnector:
                     f"discovery names issuer {str(document.get('issuer'))[:200]!r}"
                 )
             self._store.set(key, raw, settings.jwks_cache_seconds)
-        return _json_object(raw, errors.OidcDiscoveryInvalid, "discovery")
+        document = _json_object(raw, errors.OidcDiscoveryInvalid, "discovery")
+        if document.get("issuer") != settings.issuer:
+            raise errors.OidcDiscoveryInvalid("the cached discovery names another issuer")
+        for name in DISCOVERED_URLS:
+            value = document.get(name)
+            if value is not None:
+                try:
+                    if not isinstance(value, str):
+                        raise ValueError(name)
+                    https_or_loopback(value)
+                except ValueError:
+                    raise errors.OidcDiscoveryInvalid(f"{name} is not an https URL") from None
+        return document
 
     def _key_set(self, jwks_uri: str) -> RemoteJwks:
         settings = self.settings
@@ -176,6 +199,7 @@ class OidcConnector:
                 settings.jwks_refetch_interval,
                 settings.jwks_cache_seconds,
                 unavailable=errors.OidcProviderUnavailable,
+                timeout=settings.timeout,
             )
         return self._jwks
 
@@ -209,8 +233,13 @@ class OidcConnector:
         return LoginStart(url, state, browser)
 
     def browser_cookie(self, state: str) -> str:
-        """One cookie per transaction, so logins in two tabs do not collide."""
-        return f"{BROWSER_COOKIE_PREFIX}{self.connection_id}_{_digest(state)[:16]}"
+        """One cookie per transaction, so logins in two tabs do not collide.
+
+        On https it carries the `__Host-` prefix (host-only, path /, Secure), so a
+        sibling subdomain cannot plant one to bind its own login to a victim's browser.
+        """
+        prefix = "__Host-" if self._secure else ""
+        return f"{prefix}{BROWSER_COOKIE_PREFIX}{self.connection_id}_{_digest(state)[:16]}"
 
     def _transaction_key(self, state: str) -> str:
         return f"oidc-txn:{self.connection_id}:{_digest(state)}"
@@ -221,7 +250,7 @@ class OidcConnector:
         secret = settings.client_secret.get_secret_value() if settings.client_secret else None
         client = OAuth2Session(
             client_id=settings.client_id,
-            client_secret=self._client_key
+            client_secret=self._signing_key
             if settings.client_auth_method == "private_key_jwt"
             else secret,
             token_endpoint_auth_method=settings.client_auth_method,
@@ -242,15 +271,19 @@ class OidcConnector:
         state = request_data.get("state")
         if not state:
             raise errors.OidcStateMissing("the callback has no state")
-        # Taken, not read: a transaction serves one callback, so a replayed callback (or
-        # a second code for the same state) finds nothing.
-        raw = self._store.pop(self._transaction_key(state))
+        raw = self._store.get(self._transaction_key(state))
         if raw is None:
             raise errors.OidcStateUnknown("no pending login for this state")
         transaction: dict[str, Any] = json.loads(raw)
         browser = (cookies or {}).get(self.browser_cookie(state), "")
         if not hmac.compare_digest(transaction["browser"], _digest(browser)):
+            # Checked before the transaction is used up: a stranger who learnt the state
+            # cannot cancel the real browser's login by calling back first.
             raise errors.OidcBrowserMismatch("the callback arrived in another browser")
+        # Then taken, atomically: a transaction serves one callback, so a replayed
+        # callback (or a second code for the same state) finds nothing.
+        if self._store.pop(self._transaction_key(state)) is None:
+            raise errors.OidcStateUnknown("the pending login was completed meanwhile")
         if request_data.get("error"):
             raise errors.OidcProviderError(
                 f"{request_data['error'][:64]}: {request_data.get('error_description', '')[:200]}"
@@ -297,7 +330,7 @@ class OidcConnector:
     def _redeem(self, endpoints: Endpoints, code: str, verifier: str | None) -> dict[str, Any]:
         client = self._client()
         if self.settings.client_auth_method == "private_key_jwt":
-            client.register_client_auth_method(PrivateKeyJWT(endpoints.token))
+            client.register_client_auth_method(self._client_assertion(endpoints))
         try:
             token = client.fetch_token(
                 endpoints.token,
@@ -305,18 +338,42 @@ class OidcConnector:
                 code=code,
                 code_verifier=verifier,
                 timeout=self.settings.timeout,
+                # A redirect would re-post the code, the verifier and the client's
+                # credentials to wherever it points.
+                allow_redirects=False,
             )
         except AuthlibBaseError as exc:
             raise errors.OidcTokenRequestFailed(f"token endpoint: {exc.error}") from None
         except requests.RequestException as exc:
             raise errors.OidcProviderUnavailable(f"token endpoint: {type(exc).__name__}") from None
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise errors.OidcTokenRequestFailed(f"token endpoint: {exc}") from None
         finally:
             client.close()
         if not isinstance(token, dict) or not token.get("access_token"):
             raise errors.OidcTokenRequestFailed("the token response has no access_token")
         return dict(token)
+
+    def _client_assertion(self, endpoints: Endpoints) -> PrivateKeyJWT:
+        """private_key_jwt with the configured key: its own algorithm, its kid, 60 seconds.
+
+        Authlib's default would treat every key as RSA and let the assertion live an
+        hour. The audience is the token endpoint (RFC 7523), or the issuer for OpenID
+        providers, which is what the OpenID Foundation now recommends.
+        """
+        key = self._signing_key
+        assert key is not None
+        alg = "ES256" if isinstance(key, ECKey) else "RS256"
+        audience = (
+            self.settings.issuer if isinstance(self.settings, OidcConnection) else endpoints.token
+        )
+        now = int(self._clock())
+        return PrivateKeyJWT(
+            endpoints.token,
+            alg=alg,
+            headers={"kid": key.thumbprint()},
+            claims={"aud": audience, "iat": now, "exp": now + 60},
+        )
 
     # -- the ID token -------------------------------------------------------------------------
 
@@ -395,7 +452,7 @@ class OidcConnector:
         if now - claims["iat"] > settings.max_token_age:
             raise errors.OidcExpired(f"issued {now - claims['iat']:.0f}s ago")
         sent = claims.get("nonce")
-        if not isinstance(sent, str) or not hmac.compare_digest(sent, nonce):
+        if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), nonce.encode()):
             raise errors.OidcNonceMismatch("the nonce is not the one this login sent")
 
     def _merge_userinfo(
@@ -409,8 +466,12 @@ class OidcConnector:
         # Userinfo about another subject is a substitution attack (OIDC Core 5.3.4).
         if userinfo.get("sub") != claims["sub"]:
             raise errors.OidcUserinfoMismatch("userinfo describes another subject")
+        # Userinfo adds claims and never replaces one the signed ID token made: the subject
+        # and the tenant or domain restrictions must rest on what the provider signed.
         merged = dict(claims)
-        merged.update({k: v for k, v in userinfo.items() if k not in TOKEN_CLAIMS})
+        merged.update(
+            {k: v for k, v in userinfo.items() if k not in TOKEN_CLAIMS and k not in claims}
+        )
         return merged
 
     def _profile(self, token: dict[str, Any]) -> dict[str, Any]:
@@ -433,8 +494,9 @@ class OidcConnector:
 
     def _check_allowed_values(self, claims: Mapping[str, Any]) -> None:
         for name, allowed in self.settings.allowed_claim_values.items():
-            if str(claims.get(name)) not in allowed:
-                raise errors.OidcClaimNotAllowed(f"{name}={str(claims.get(name))[:100]!r}")
+            value = claims.get(name)
+            if not isinstance(value, str) or value not in allowed:
+                raise errors.OidcClaimNotAllowed(f"{name}={str(value)[:100]!r}")
 
     # -- logout -------------------------------------------------------------------------------
 
@@ -452,6 +514,18 @@ class OidcConnector:
         return endpoint + separator + urlencode(params)
 
 
+def _client_key(settings: OidcConnection | OAuth2Connection) -> ECKey | RSAKey | None:
+    """The private_key_jwt key, checked at start: RSA (at least 2048 bits) or EC P-256."""
+    if settings.client_key_file is None:
+        return None
+    key = import_key(settings.client_key_file.read_bytes())
+    if isinstance(key, RSAKey) and key.public_key.key_size >= 2048:
+        return key
+    if isinstance(key, ECKey) and key.curve_name == "P-256":
+        return key
+    raise ValueError(f"{settings.client_key_file}: private_key_jwt needs RSA >= 2048 or EC P-256")
+
+
 def _digest(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -465,12 +539,17 @@ def _b64(segment: str) -> bytes:
 
 def _json_object(raw: bytes | str, error: type[errors.BridgeError], what: str) -> dict[str, Any]:
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError):
         raise error(f"the {what} is not JSON") from None
     if not isinstance(value, dict):
         raise error(f"the {what} is not a JSON object")
     return value
+
+
+def _no_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON; an exp of Infinity must not mean "never expires".
+    raise ValueError(name)
 
 
 def _dotted(document: Mapping[str, Any], path: str) -> Any:

@@ -9,6 +9,7 @@ from werkzeug.wrappers import Response
 
 from ..connectors.oidc import OidcConnector
 from ..connectors.saml import SamlConnector
+from ..errors import BridgeError
 from ..handoff import handoff_url
 from ..logs import get_logger
 from .complete import check_next, clear_session_cookie
@@ -73,11 +74,18 @@ def logout() -> Response:
         services().sessions.end(session.sid)
         log.info("logout", connection=session.connection, user_id=session.user_id)
         connector = services().connectors.get(session.connection)
-        if isinstance(connector, SamlConnector):
-            idp_logout = connector.begin_logout(session.protocol)
-        elif isinstance(connector, OidcConnector):
-            # Back here afterwards: with no session left, /logout shows the signed-out page.
-            idp_logout = connector.logout_url(session.protocol, absolute_url("/logout"))
+        try:
+            if isinstance(connector, SamlConnector):
+                idp_logout = connector.begin_logout(session.protocol)
+            elif isinstance(connector, OidcConnector):
+                # Back here afterwards: with no session left, /logout shows the page.
+                idp_logout = connector.logout_url(session.protocol, absolute_url("/logout"))
+        except BridgeError as exc:
+            # The bridge session is over whatever the provider's state: say so, clear the
+            # cookie, and note that the provider's own session could not be ended.
+            log.warning(
+                "upstream_logout_unavailable", connection=session.connection, reason=exc.code
+            )
     response: Response = (
         redirect(idp_logout, 302) if idp_logout else Response(render_template("logged_out.html"))
     )

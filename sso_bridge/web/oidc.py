@@ -37,7 +37,7 @@ def login(connection_id: str) -> Response:
         secure=services().settings.secure_cookies,
         httponly=True,
         samesite="Lax",
-        path=f"/oidc/{connection_id}/",
+        path="/",
     )
     return response
 
@@ -47,13 +47,13 @@ def callback(connection_id: str) -> Response:
     """The provider's answer: code (or error), state and, per RFC 9207, iss."""
     oidc = connector(connection_id)
     begin_login(connection_id)
-    binding = {k: v for k, v in request.cookies.items() if k.startswith(BROWSER_COOKIE_PREFIX)}
+    binding = {k: v for k, v in request.cookies.items() if BROWSER_COOKIE_PREFIX in k}
     verified = oidc.complete(request.args.to_dict(), cookies=binding)
     response = finish_login(verified, None)
     if verified.request_id is not None:
         response.delete_cookie(
             oidc.browser_cookie(verified.request_id),
-            path=f"/oidc/{connection_id}/",
+            path="/",
             secure=services().settings.secure_cookies,
             httponly=True,
             samesite="Lax",
