@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from flask import current_app, g, request
 
+from ..errors import UnknownConnection
 from ..services import Services
 from ..sessions import BridgeSession
 
 
 def services() -> Services:
     return current_app.extensions["sso_bridge"]  # type: ignore[no-any-return]
+
+
+T = TypeVar("T")
+
+
+def connector_of(connection_id: str, kind: type[T]) -> T:
+    """The connection's connector if it is of ``kind``; otherwise an unknown connection."""
+    found = services().connectors.get(connection_id)
+    if not isinstance(found, kind):
+        raise UnknownConnection(f"no {kind.__name__} {connection_id[:64]!r}")
+    return found
 
 
 def absolute_url(path: str) -> str:

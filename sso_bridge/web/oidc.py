@@ -6,18 +6,14 @@ from flask import Blueprint, redirect, request
 from werkzeug.wrappers import Response
 
 from ..connectors.oidc import BROWSER_COOKIE_PREFIX, TRANSACTION_TTL, OidcConnector
-from ..errors import UnknownConnection
 from .complete import begin_login, check_next, finish_login
-from .context import services
+from .context import connector_of, services
 
 bp = Blueprint("oidc", __name__)
 
 
 def connector(connection_id: str) -> OidcConnector:
-    found = services().connectors.get(connection_id)
-    if not isinstance(found, OidcConnector):
-        raise UnknownConnection(f"no OpenID Connect or OAuth2 connection {connection_id[:64]!r}")
-    return found
+    return connector_of(connection_id, OidcConnector)
 
 
 @bp.get("/oidc/<connection_id>/login")

@@ -8,10 +8,9 @@ from flask import Blueprint, Response, redirect, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from ..connectors.saml import BROWSER_COOKIE_PREFIX, REQUEST_TTL, SamlConnector
-from ..errors import UnknownConnection
 from ..logs import get_logger
 from .complete import begin_login, check_next, clear_session_cookie, finish_login
-from .context import current_session, services
+from .context import connector_of, current_session, services
 
 bp = Blueprint("saml", __name__)
 BINDING_COOKIES = (BROWSER_COOKIE_PREFIX, "__Host-" + BROWSER_COOKIE_PREFIX)
@@ -19,10 +18,7 @@ log = get_logger("sso_bridge.web.saml")
 
 
 def connector(connection_id: str) -> SamlConnector:
-    found = services().connectors.get(connection_id)
-    if not isinstance(found, SamlConnector):
-        raise UnknownConnection(f"no SAML connection {connection_id[:64]!r}")
-    return found
+    return connector_of(connection_id, SamlConnector)
 
 
 @bp.get("/saml/<connection_id>/metadata")
