@@ -111,7 +111,11 @@ def _row(key: str, info: FieldInfo) -> str:
 def _type(annotation: Any) -> str:
     if get_origin(annotation) is dict:
         value_type = get_args(annotation)[1]
-        return "table of strings" if value_type is str else "table per id (below)"
+        if value_type is str:
+            return "table of strings"
+        if get_origin(value_type) is list:
+            return "table of lists of strings"
+        return "table per id (below)"
     text = typing._type_repr(annotation) if hasattr(typing, "_type_repr") else str(annotation)
     for noise in (
         "typing.",

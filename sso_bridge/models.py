@@ -105,3 +105,32 @@ class OidcClient(Base):
     initiate_login_uri: Mapped[str | None] = mapped_column(Text)
     enabled: Mapped[bool] = mapped_column(default=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LmsGrant(Base):
+    """A group or course membership the bridge itself added in the LMS.
+
+    Rules remove only what is recorded here: a membership an LMS admin set by hand
+    was never granted by the bridge, so the bridge never takes it away.
+    """
+
+    __tablename__ = "lms_grants"
+    __table_args__ = (UniqueConstraint("user_id", "kind", "name", name="uq_lms_grant"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BuiltinMembership(Base):
+    """Group and course memberships of the built-in LMS (the bridge's own database)."""
+
+    __tablename__ = "builtin_memberships"
+    __table_args__ = (UniqueConstraint("user_id", "kind", "name", name="uq_builtin_membership"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(256))

@@ -1,61 +1,123 @@
-"""Just-in-time provisioning: link the upstream identity to a user, create or update, refuse.
+"""Just-in-time provisioning: link the upstream identity to a user, then bring the LMS in line.
 
-Exactly one user per (connection, subject), however many logins race: a lock
-in the shared store serialises them, and the database's unique constraint on
-the link is the backstop if the lock ever expires mid-way.
+Exactly one user per (connection, subject), however many logins race: a lock in
+the shared store serialises them, and the database's unique constraint on the
+link is the backstop if the lock ever expires mid-way.
+
+Two steps, in this order, both under the lock:
+
+1. The bridge's own record (one database transaction): link, create or update
+   the user, refuse an admin block.
+2. The LMS, through its adapter: find the account by the user's external id,
+   create it only if it is not there, update changed fields, suspend or
+   reinstate, and apply the rules' groups and courses. Transient failures are
+   retried a bounded number of times; what still fails leaves the user without
+   `lms_account_id`, and the next login completes the job. Because the account
+   is always looked up by the user's stable external id before any create, a
+   create whose answer was lost never becomes a second account.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .db import Database
 from .errors import AccountBlocked
 from .identity import Identity
-from .lms.base import LmsAdapter
-from .models import IdentityLink, User, utcnow
+from .lms.base import (
+    COURSES,
+    GROUPS,
+    SUSPEND,
+    AccountProfile,
+    LmsAccount,
+    LmsAdapter,
+    LmsUnavailable,
+)
+from .models import IdentityLink, LmsGrant, User, utcnow
+from .rules import Desired, evaluate, facts
+from .settings import RuleSettings
 from .state import Store
 
-LOCK_TTL = 30
-LOCK_WAIT = 10.0
+LOCK_TTL = 60
+LOCK_WAIT = 15.0
+# Transient LMS failures: tried this many times in all, waiting 0.2 s, then 0.4 s.
+LMS_ATTEMPTS = 3
+LMS_BACKOFF = 0.2
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Provisioned:
-    """What a login did to the user, for the audit event and the session."""
+    """What a login did to the user and in the LMS, for the audit event and the session."""
 
     user_id: int
     public_id: str
     created: bool
     changed: tuple[str, ...]
+    lms_actions: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class _Record:
+    user_id: int
+    public_id: str
+    created: bool
+    changed: tuple[str, ...]
+    profile: AccountProfile
+    facts: dict[str, object]
 
 
 class Provisioner:
-    def __init__(self, db: Database, store: Store, lms: LmsAdapter) -> None:
+    def __init__(
+        self,
+        db: Database,
+        store: Store,
+        lms: LmsAdapter,
+        rules: Sequence[RuleSettings] = (),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._db = db
         self._store = store
         self._lms = lms
+        self._rules = list(rules)
+        self._sleep = sleep
 
     def provision(self, identity: Identity) -> Provisioned:
-        """Create or update the user behind ``identity``, or raise AccountBlocked."""
+        """Create or update the person here and in the LMS, or raise AccountBlocked."""
         subject_hash = hashlib.sha256(identity.subject.encode()).hexdigest()[:32]
         with self._store.lock(
             f"provision:{identity.connection}:{subject_hash}", LOCK_TTL, LOCK_WAIT
         ):
             try:
-                return self._provision(identity)
+                record = self._record(identity)
             except IntegrityError:
                 # Another instance created the link between our read and our insert
                 # (only possible if the lock expired): the link now exists, so retrying
                 # takes the update path.
-                return self._provision(identity)
+                record = self._record(identity)
+            actions = self._bring_lms_in_line(record, identity.active)
+        if not identity.active:
+            raise AccountBlocked(
+                f"employment_status {identity.employment_status!r} is not active",
+                user_id=record.user_id,
+            )
+        return Provisioned(
+            record.user_id, record.public_id, record.created, record.changed, tuple(actions)
+        )
 
-    def _provision(self, identity: Identity) -> Provisioned:
+    # -- step 1: the bridge's own record ---------------------------------------------------
+
+    def _record(self, identity: Identity) -> _Record:
         with self._db.session() as session:
             link = session.scalars(
                 select(IdentityLink).where(
@@ -85,26 +147,127 @@ class Provisioner:
                         f"blocked by an administrator: {user.blocked_reason}", user_id=user.id
                     )
                 created, changed = False, _apply(user, identity)
-            if not identity.active:
-                # Record the new status and suspend the LMS account, then refuse once the
-                # transaction has committed: this is how leavers are blocked.
-                self._lms.suspend(user)
-                refused_user = user.id
-            else:
-                refused_user = None
+            if identity.active:
                 now = utcnow()
                 user.last_login_at = now
                 link.last_login_at = now
-                # The LMS call happens inside the transaction: if it fails, the user row is
-                # rolled back too, so no half-made account is left behind.
-                user.lms_account_id = self._lms.ensure_account(user)
-                result = Provisioned(user.id, user.public_id, created, changed)
-        if refused_user is not None:
-            raise AccountBlocked(
-                f"employment_status {identity.employment_status!r} is not active",
-                user_id=refused_user,
+            return _Record(
+                user.id,
+                user.public_id,
+                created,
+                changed,
+                account_profile(user, identity.subject),
+                facts(identity.profile(), identity.connection),
             )
-        return result
+
+    # -- step 2: the LMS ----------------------------------------------------------------------
+
+    def _bring_lms_in_line(self, record: _Record, active: bool) -> list[str]:
+        lms = self._lms
+        actions: list[str] = []
+        account = self._retry(lambda: lms.find(record.public_id))
+        if account is None:
+            if not active:
+                return actions
+            # Looked up again on every attempt: a create whose answer was lost (timeout)
+            # did happen, and must be found rather than made twice.
+            account = self._retry(lambda: lms.find(record.public_id) or lms.create(record.profile))
+            actions.append("account created")
+        elif record.changed:
+            current = account
+            self._retry(lambda: lms.update(current, record.profile))
+            actions.append("account updated: " + ", ".join(record.changed))
+        if SUSPEND in lms.capabilities and account.suspended == active:
+            current = account
+            self._retry(lambda: lms.set_suspended(current, not active))
+            actions.append("account suspended" if not active else "account reinstated")
+        if active:
+            desired = evaluate(self._rules, record.facts)
+            actions += self._memberships(record.user_id, account, desired)
+        with self._db.session() as session:
+            user = session.get(User, record.user_id)
+            if user is not None:
+                user.lms_account_id = account.account_id
+        return actions
+
+    def _memberships(self, user_id: int, account: LmsAccount, desired: Desired) -> list[str]:
+        lms = self._lms
+        actions = []
+        Membership = Callable[[LmsAccount, str], None]
+        kinds: list[tuple[str, frozenset[str], frozenset[str], Membership, Membership]] = []
+        if GROUPS in lms.capabilities:
+            kinds.append(
+                ("group", desired.groups, account.groups, lms.add_to_group, lms.remove_from_group)
+            )
+        if COURSES in lms.capabilities:
+            kinds.append(("course", desired.courses, account.courses, lms.enrol, lms.unenrol))
+        for kind, wanted, present, add, remove in kinds:
+            granted = self._grants(user_id, kind)
+            for name in sorted(wanted - present):
+                self._retry(partial(add, account, name))
+                self._record_grant(user_id, kind, name)
+                actions.append(f"{kind} added: {name}")
+            # Only what the bridge granted comes off: an LMS admin's own memberships stay.
+            for name in sorted((granted - wanted) & present):
+                self._retry(partial(remove, account, name))
+                actions.append(f"{kind} removed: {name}")
+            stale = granted - wanted
+            if stale:
+                self._forget_grants(user_id, kind, stale)
+        return actions
+
+    def _grants(self, user_id: int, kind: str) -> set[str]:
+        with self._db.session() as session:
+            return set(
+                session.scalars(
+                    select(LmsGrant.name).where(LmsGrant.user_id == user_id, LmsGrant.kind == kind)
+                )
+            )
+
+    def _record_grant(self, user_id: int, kind: str, name: str) -> None:
+        try:
+            with self._db.session() as session:
+                session.add(LmsGrant(user_id=user_id, kind=kind, name=name))
+        except IntegrityError:
+            pass  # already recorded by an earlier, interrupted login
+
+    def _forget_grants(self, user_id: int, kind: str, names: set[str]) -> None:
+        with self._db.session() as session:
+            session.execute(
+                delete(LmsGrant).where(
+                    LmsGrant.user_id == user_id, LmsGrant.kind == kind, LmsGrant.name.in_(names)
+                )
+            )
+
+    def _retry(self, call: Callable[[], T]) -> T:
+        """Run an LMS call, retrying transient failures a bounded number of times."""
+        for attempt in range(LMS_ATTEMPTS):
+            try:
+                return call()
+            except LmsUnavailable:
+                if attempt == LMS_ATTEMPTS - 1:
+                    raise
+                self._sleep(LMS_BACKOFF * 2**attempt)
+        raise AssertionError("unreachable")
+
+
+def account_profile(user: User, employee_number: str) -> AccountProfile:
+    """The LMS account as the bridge wants it, from the user's stored fields."""
+    username = (user.email or f"{user.public_id}").lower()
+    return AccountProfile(
+        external_id=user.public_id,
+        username=username,
+        email=user.email,
+        given_name=user.given_name,
+        family_name=user.family_name,
+        display_name=user.display_name,
+        department=user.department,
+        location=user.location,
+        language=user.language,
+        job_title=user.job_title,
+        employee_number=employee_number,
+        manager=user.manager,
+    )
 
 
 def _apply(user: User, identity: Identity) -> tuple[str, ...]:

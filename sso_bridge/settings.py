@@ -142,6 +142,38 @@ class LmsSettings(Section):
         return https_or_loopback(value).rstrip("/")
 
 
+RuleField = Literal[
+    "connection",
+    "department",
+    "location",
+    "job_title",
+    "manager",
+    "language",
+    "employment_status",
+    "groups",
+    "email_domain",
+]
+
+
+class RuleSettings(Section):
+    """One rule: when a person matches, they belong to these groups and courses."""
+
+    name: str = Field(min_length=1, max_length=100)
+    """Shown by `sso-bridge rules explain` and in the audit log."""
+    when: dict[RuleField, list[str]] = {}
+    """Conditions that must all hold: the field equals one of the values (case-insensitive; `*` means any value is present; for `groups`, one of the person's groups is listed). Empty: everyone."""
+    groups: list[str] = []
+    """LMS groups or cohorts the rule puts people in."""
+    courses: list[str] = []
+    """LMS courses the rule enrols people in."""
+
+    @model_validator(mode="after")
+    def _grants_something(self) -> RuleSettings:
+        if not self.groups and not self.courses:
+            raise ValueError(f"rule {self.name!r} grants no group and no course")
+        return self
+
+
 class ClientSettings(Section):
     """An OpenID Connect client of the bridge's provider (the LMS)."""
 
@@ -500,6 +532,8 @@ class Settings(BaseSettings):
     """The learning platform people are sent into."""
     provider: ProviderSettings = ProviderSettings()
     """The bridge as OpenID Provider toward the LMS."""
+    rules: list[RuleSettings] = []
+    """Group and course rules, evaluated on every login (docs/lms.md)."""
     connections: dict[str, Connection] = {}
     """Upstream connections, by slug (the `<id>` in `/token/<id>`, `/saml/<id>/…`)."""
     trusted_proxies: int = Field(default=0, ge=0, le=5)

@@ -15,6 +15,7 @@ from sqlalchemy import func, inspect, select
 from sso_bridge.db import Database
 from sso_bridge.errors import AccountBlocked
 from sso_bridge.identity import Identity
+from sso_bridge.lms.base import LmsUnavailable
 from sso_bridge.lms.builtin import BuiltinLms
 from sso_bridge.models import IdentityLink, User
 from sso_bridge.provisioning import Provisioner
@@ -59,7 +60,7 @@ def test_migrations_create_every_table_and_are_idempotent(database: Database) ->
 
 
 def test_create_then_update_changed_fields(database: Database) -> None:
-    provisioner = Provisioner(database, MemoryStore(), BuiltinLms())
+    provisioner = Provisioner(database, MemoryStore(), BuiltinLms(database))
     first = provisioner.provision(ADA)
     assert first.created and first.changed == ()
     moved = provisioner.provision(replace(ADA, department="Research", location="Paris"))
@@ -79,7 +80,7 @@ def test_create_then_update_changed_fields(database: Database) -> None:
 
 
 def test_links_are_per_connection_never_by_email(database: Database) -> None:
-    provisioner = Provisioner(database, MemoryStore(), BuiltinLms())
+    provisioner = Provisioner(database, MemoryStore(), BuiltinLms(database))
     a = provisioner.provision(ADA)
     # Another IdP claiming the same e-mail is another person until an admin links them.
     b = provisioner.provision(replace(ADA, connection="globex"))
@@ -87,14 +88,14 @@ def test_links_are_per_connection_never_by_email(database: Database) -> None:
 
 
 def test_a_leaver_without_an_account_gets_none(database: Database) -> None:
-    provisioner = Provisioner(database, MemoryStore(), BuiltinLms())
+    provisioner = Provisioner(database, MemoryStore(), BuiltinLms(database))
     with pytest.raises(AccountBlocked):
         provisioner.provision(replace(ADA, employment_status="terminated", active=False))
     assert count(database, User) == 0
 
 
 def test_a_leaver_is_blocked_and_comes_back_when_active(database: Database) -> None:
-    provisioner = Provisioner(database, MemoryStore(), BuiltinLms())
+    provisioner = Provisioner(database, MemoryStore(), BuiltinLms(database))
     created = provisioner.provision(ADA)
     with pytest.raises(AccountBlocked):
         provisioner.provision(replace(ADA, employment_status="terminated", active=False))
@@ -105,7 +106,7 @@ def test_a_leaver_is_blocked_and_comes_back_when_active(database: Database) -> N
 
 
 def test_an_admin_block_wins_over_the_upstream(database: Database) -> None:
-    provisioner = Provisioner(database, MemoryStore(), BuiltinLms())
+    provisioner = Provisioner(database, MemoryStore(), BuiltinLms(database))
     created = provisioner.provision(ADA)
     with database.session() as session:
         user = session.get(User, created.user_id)
@@ -119,17 +120,34 @@ def test_an_admin_block_wins_over_the_upstream(database: Database) -> None:
 
 
 class FailingLms(BuiltinLms):
-    def ensure_account(self, user: User) -> str:
-        raise TimeoutError("LMS did not answer")
+    """An LMS that is down: every call times out."""
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.calls = 0
+
+    def find(self, external_id: str) -> Any:
+        self.calls += 1
+        raise LmsUnavailable("LMS did not answer")
 
 
-def test_an_lms_failure_leaves_no_half_made_account(database: Database) -> None:
-    with pytest.raises(TimeoutError):
-        Provisioner(database, MemoryStore(), FailingLms()).provision(ADA)
-    assert count(database, User) == 0
-    assert count(database, IdentityLink) == 0
-    # The retry completes the job.
-    assert Provisioner(database, MemoryStore(), BuiltinLms()).provision(ADA).created
+def test_an_lms_outage_is_retried_then_completed_by_the_next_login(database: Database) -> None:
+    waits: list[float] = []
+    down = FailingLms(database)
+    failing = Provisioner(database, MemoryStore(), down, sleep=waits.append)
+    with pytest.raises(LmsUnavailable):
+        failing.provision(ADA)
+    # Bounded retries with backoff, then a clear failure; the person is known to the
+    # bridge but has no LMS account yet.
+    assert down.calls == 3 and waits == [0.2, 0.4]
+    with database.session() as session:
+        user = session.scalars(select(User)).one()
+        assert user.lms_account_id is None
+    # The retry completes the job, for the same person.
+    done = Provisioner(database, MemoryStore(), BuiltinLms(database)).provision(ADA)
+    assert count(database, User) == 1
+    with database.session() as session:
+        assert session.get(User, done.user_id).lms_account_id == done.public_id
 
 
 def _race(provisioner_for: Any, n: int) -> list[Any]:
@@ -154,7 +172,7 @@ def _race(provisioner_for: Any, n: int) -> list[Any]:
 
 def test_simultaneous_first_logins_make_one_account(database: Database) -> None:
     store = MemoryStore()
-    results = _race(lambda: Provisioner(database, store, BuiltinLms()), 8)
+    results = _race(lambda: Provisioner(database, store, BuiltinLms(database)), 8)
     assert all(not isinstance(r, Exception) for r in results), results
     assert len({r.user_id for r in results}) == 1
     assert sum(r.created for r in results) == 1
@@ -171,7 +189,8 @@ def test_simultaneous_first_logins_across_instances_on_redis_and_postgres(
     def instance() -> Provisioner:
         # Each "instance" has its own engine and its own Redis client, as separate
         # processes behind a load balancer would.
-        return Provisioner(Database(url), RedisStore(redis_server.url, prefix), BuiltinLms())
+        db = Database(url)
+        return Provisioner(db, RedisStore(redis_server.url, prefix), BuiltinLms(db))
 
     results = _race(instance, 10)
     assert all(not isinstance(r, Exception) for r in results), results
@@ -187,7 +206,7 @@ def test_the_database_constraint_holds_without_the_lock(database: Database) -> N
 
             return contextlib.nullcontext()
 
-    results = _race(lambda: Provisioner(database, NoLock(), BuiltinLms()), 8)
+    results = _race(lambda: Provisioner(database, NoLock(), BuiltinLms(database)), 8)
     users = {r.user_id for r in results if not isinstance(r, Exception)}
     assert len(users) == 1
     assert count(database, User) == 1

@@ -1,23 +1,108 @@
 """The LMS adapter interface: the only way provisioning reaches a learning platform.
 
-Adapters never see SAML or OIDC; they get the user as the bridge stores it.
+Adapters never see SAML or OIDC; they get the account as the bridge wants it to
+be. Every method must be safe to call again after a failure (a retry completes
+the job): `create` is only called after `find` found nothing, and membership
+changes of something already in place are no-ops. Adapters raise `LmsError`
+subclasses; anything else is a bug.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
-from ..models import User
+from ..errors import BridgeError
+
+# What an adapter can do; `sso-bridge check` reports what a configured one cannot.
+GROUPS = "groups"
+COURSES = "courses"
+SUSPEND = "suspend"
+LOGIN_URL = "login_url"
+
+
+class LmsError(BridgeError):
+    """The LMS refused a call or could not be reached."""
+
+    code = "lms_error"
+    status = 502
+    public_message = (
+        "The learning platform did not answer as expected, so your account could not be "
+        "set up. Please try again in a moment; nothing was left half-done."
+    )
+
+
+class LmsUnavailable(LmsError):
+    """A transient failure (timeout, connection refused, 5xx, 429): worth a retry."""
+
+    code = "lms_unavailable"
+    status = 503
+
+
+class LmsRejected(LmsError):
+    """A permanent refusal (4xx other than 429, an unexpected answer): no retry helps."""
+
+    code = "lms_rejected"
+
+
+@dataclass(frozen=True)
+class AccountProfile:
+    """The account as the bridge wants it in the LMS."""
+
+    external_id: str
+    """The bridge's stable id for the person (`users.public_id`): the LMS lookup key."""
+    username: str
+    email: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
+    display_name: str | None = None
+    department: str | None = None
+    location: str | None = None
+    language: str | None = None
+    job_title: str | None = None
+    employee_number: str | None = None
+    manager: str | None = None
+
+
+@dataclass(frozen=True)
+class LmsAccount:
+    """The account as the LMS has it."""
+
+    account_id: str
+    external_id: str
+    suspended: bool = False
+    groups: frozenset[str] = field(default_factory=frozenset)
+    courses: frozenset[str] = field(default_factory=frozenset)
 
 
 class LmsAdapter(Protocol):
-    name: str
+    name: ClassVar[str]
+    capabilities: ClassVar[frozenset[str]]
 
-    def ensure_account(self, user: User) -> str:
-        """Create or update the LMS account for ``user``; return its LMS account id.
+    def find(self, external_id: str) -> LmsAccount | None:
+        """The account with this external id, or None."""
 
-        Must be idempotent: called on every login, and again on a retry after a failure.
-        """
+    def create(self, profile: AccountProfile) -> LmsAccount:
+        """Create the account (only after `find` found none)."""
 
-    def suspend(self, user: User) -> None:
-        """Stop ``user`` from using the LMS (a leaver), keeping their records."""
+    def update(self, account: LmsAccount, profile: AccountProfile) -> None:
+        """Bring the account's profile fields to ``profile``."""
+
+    def set_suspended(self, account: LmsAccount, suspended: bool) -> None:
+        """Suspend (a leaver) or reinstate the account, keeping its records."""
+
+    def add_to_group(self, account: LmsAccount, group: str) -> None:
+        """Add the account to a group or cohort (created if the LMS allows)."""
+
+    def remove_from_group(self, account: LmsAccount, group: str) -> None:
+        """Remove the account from a group or cohort."""
+
+    def enrol(self, account: LmsAccount, course: str) -> None:
+        """Enrol the account in a course."""
+
+    def unenrol(self, account: LmsAccount, course: str) -> None:
+        """Unenrol the account from a course."""
+
+    def login_url(self, account: LmsAccount, target: str) -> str | None:
+        """A URL that signs the person in at ``target`` directly, or None to use the
+        bridge's OpenID Provider handoff."""

@@ -76,7 +76,7 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
             subject=identity.subject,
             user_id=provisioned.user_id,
             remote_addr=request.remote_addr,
-            detail={"changed": list(provisioned.changed)},
+            detail={"changed": list(provisioned.changed), "lms": list(provisioned.lms_actions)},
         )
     )
     metrics.LOGINS.labels(identity.connection, SUCCESS).inc()
