@@ -383,6 +383,83 @@ def token_verify(
     )
 
 
+# -- rules -----------------------------------------------------------------------------------
+
+
+@main.group()
+def rules() -> None:
+    """Group and course rules."""
+
+
+@rules.command("explain")
+@click.option("--user", "user_ref", default=None, help="A user: id, public id or e-mail.")
+@click.option(
+    "--profile",
+    "profile_file",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A JSON profile (identity fields) instead of a stored user.",
+)
+@click.option("--connection", default="", help="The connection a --profile comes through.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def rules_explain(
+    ctx: click.Context,
+    user_ref: str | None,
+    profile_file: Path | None,
+    connection: str,
+    as_json: bool,
+) -> None:
+    """Which rules fire for a person, why, and what would change in the LMS (nothing is applied)."""
+    from .admin_queries import open_services, show_user
+    from .rules import evaluate, facts
+
+    if (user_ref is None) == (profile_file is None):
+        raise click.UsageError("give exactly one of --user and --profile")
+    settings = _settings(ctx)
+    if profile_file is not None:
+        try:
+            profile = json.loads(profile_file.read_text())
+        except ValueError as exc:
+            raise click.ClickException(f"{profile_file}: not JSON ({exc})") from None
+        desired = evaluate(settings.rules, facts(profile, connection))
+        changes: list[str] = []
+    else:
+        row = show_user(settings, user_ref or "")
+        if row is None:
+            raise click.ClickException(f"no user {user_ref!r}")
+        via = row["links"][0].split(":", 1)[0] if row["links"] else ""
+        with open_services(settings) as svc:
+            desired, changes = svc.provisioner.plan(row["id"], facts(row, via))
+    result = {
+        "rules": [
+            {
+                "name": o.name,
+                "fired": o.fired,
+                "reasons": list(o.reasons),
+                "groups": list(o.groups),
+                "courses": list(o.courses),
+            }
+            for o in desired.outcomes
+        ],
+        "groups": sorted(desired.groups),
+        "courses": sorted(desired.courses),
+        "changes": changes,
+    }
+
+    def text(r: dict[str, Any]) -> str:
+        lines = []
+        for rule in r["rules"]:
+            lines.append(f"{'FIRES' if rule['fired'] else 'no   '} {rule['name']}")
+            lines += [f"        {reason}" for reason in rule["reasons"]]
+        lines.append(f"groups:  {', '.join(r['groups']) or '-'}")
+        lines.append(f"courses: {', '.join(r['courses']) or '-'}")
+        lines += [f"change:  {c}" for c in r["changes"]]
+        return "\n".join(lines)
+
+    _emit(result, as_json, text)
+
+
 # -- users and audit -------------------------------------------------------------------------
 
 

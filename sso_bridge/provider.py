@@ -35,7 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from .db import Database
-from .models import IdentityLink, OidcClient, User, utcnow
+from .models import BuiltinMembership, IdentityLink, OidcClient, User, utcnow
 from .provider_keys import ProviderKeys
 from .settings import ClientSettings, ConnectionBase, Settings
 from .state import Store
@@ -65,7 +65,7 @@ SCOPE_CLAIMS: dict[str, tuple[str, ...]] = {
         "job_title",
         "employment_status",
     ),
-    "groups": ("groups",),
+    "groups": ("groups", "lms_groups", "courses"),
 }
 SCOPES = list(SCOPE_CLAIMS)
 ID_TOKEN_CLAIMS = ("iss", "aud", "exp", "iat", "auth_time", "nonce", "at_hash")
@@ -215,6 +215,8 @@ class ProviderUser:
     groups: tuple[str, ...]
     blocked: bool
     employee_id: str | None
+    lms_groups: tuple[str, ...] = ()
+    courses: tuple[str, ...] = ()
 
 
 def user_claims(user: ProviderUser, scope: str | None) -> dict[str, Any]:
@@ -243,6 +245,9 @@ def user_claims(user: ProviderUser, scope: str | None) -> dict[str, Any]:
         )
     if "groups" in scopes:
         claims["groups"] = list(user.groups)
+        # The built-in LMS's own memberships, granted by the rules (empty elsewhere).
+        claims["lms_groups"] = list(user.lms_groups) or None
+        claims["courses"] = list(user.courses) or None
     return {name: value for name, value in claims.items() if value is not None}
 
 
@@ -341,6 +346,9 @@ class Provider:
                 .order_by(IdentityLink.id)
                 .limit(1)
             ).first()
+            memberships = session.scalars(
+                select(BuiltinMembership).where(BuiltinMembership.user_id == user.id)
+            ).all()
             return ProviderUser(
                 id=user.id,
                 public_id=user.public_id,
@@ -357,6 +365,8 @@ class Provider:
                 groups=tuple(user.groups or ()),
                 blocked=user.blocked,
                 employee_id=employee_id,
+                lms_groups=tuple(sorted(m.name for m in memberships if m.kind == "group")),
+                courses=tuple(sorted(m.name for m in memberships if m.kind == "course")),
             )
 
     def may_sign_in(self, user: ProviderUser, connection: str) -> bool:

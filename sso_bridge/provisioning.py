@@ -190,6 +190,30 @@ class Provisioner:
                 user.lms_account_id = account.account_id
         return actions
 
+    def plan(self, user_id: int, values: dict[str, object]) -> tuple[Desired, list[str]]:
+        """What the rules would do for this user now, without doing it (rules explain)."""
+        desired = evaluate(self._rules, values)
+        with self._db.session() as session:
+            public_id = session.scalar(select(User.public_id).where(User.id == user_id))
+        account = self._lms.find(public_id) if public_id else None
+        if account is None:
+            return desired, ["no LMS account yet: it would be created at the next login"]
+        changes = []
+        for kind, wanted, present, capability in (
+            ("group", desired.groups, account.groups, GROUPS),
+            ("course", desired.courses, account.courses, COURSES),
+        ):
+            if capability not in self._lms.capabilities:
+                continue
+            granted = self._grants(user_id, kind)
+            changes += [f"{kind} would be added: {n}" for n in sorted(wanted - present)]
+            changes += [
+                f"{kind} would be removed: {n}" for n in sorted((granted - wanted) & present)
+            ]
+            kept = sorted((present - wanted) - granted)
+            changes += [f"{kind} kept (not granted by the bridge): {n}" for n in kept]
+        return desired, changes or ["no change"]
+
     def _memberships(self, user_id: int, account: LmsAccount, desired: Desired) -> list[str]:
         lms = self._lms
         actions = []

@@ -52,6 +52,27 @@ client_secret = "{client_secret}"
 redirect_uris = ["{base_url}/lms/callback"]
 initiate_login_uri = "{base_url}/lms/login"
 
+# Rules: cohorts and courses from HR attributes, applied on every login.
+[[rules]]
+name = "everyone: safety first"
+courses = ["safety-101"]
+
+[[rules]]
+name = "engineering cohort"
+when = {{ department = ["Engineering"] }}
+groups = ["cohort-engineering"]
+courses = ["gdpr-basics"]
+
+[[rules]]
+name = "London office"
+when = {{ location = ["London"] }}
+groups = ["site-london"]
+
+[[rules]]
+name = "people managers"
+when = {{ job_title = ["*"], groups = ["managers"] }}
+courses = ["leadership"]
+
 [connections.{connection_id}]
 type = "token"
 display_name = "Acme HR"

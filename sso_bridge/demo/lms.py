@@ -63,6 +63,8 @@ ACCOUNT_FIELDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("manager", "Manager", ("manager", "manager_id")),
     ("job_title", "Job title", ("job_title",)),
     ("groups", "Groups", ("groups",)),
+    ("lms_groups", "Cohorts (rules)", ("lms_groups",)),
+    ("courses", "Enrolled (rules)", ("courses",)),
 )
 
 

@@ -123,7 +123,11 @@ def test_deep_link_lands_on_the_course(demo: Demo) -> None:
 
 def test_a_changed_department_shows_after_the_next_training_click(demo: Demo) -> None:
     _sign_in_as(demo, "E1001")
-    assert _field(_click_training(demo).text, "department") == "Engineering"
+    first = _click_training(demo).text
+    assert _field(first, "department") == "Engineering"
+    # The demo's rules: an engineering cohort and a London site group, safety for all.
+    assert _field(first, "lms_groups") == "cohort-engineering, site-london"
+    assert _field(first, "courses") == "gdpr-basics, safety-101"
 
     profile = demo.http.get(demo.url("/portal/profile"))
     action, fields = _form(profile.text, action_ends="/profile")
@@ -136,6 +140,9 @@ def test_a_changed_department_shows_after_the_next_training_click(demo: Demo) ->
     assert page.url == demo.url("/lms/")
     assert _field(page.text, "department") == "Data Science"
     assert _field(page.text, "location") == "Cambridge"
+    # The rules took away what they had granted and no longer grant.
+    assert _field(page.text, "lms_groups") == "\u2013"  # the card shows a dash
+    assert _field(page.text, "courses") == "safety-101"
 
 
 def test_switching_people_in_the_portal_switches_the_lms_account(demo: Demo) -> None:
