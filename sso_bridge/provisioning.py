@@ -65,6 +65,7 @@ class Provisioned:
     created: bool
     changed: tuple[str, ...]
     lms_actions: tuple[str, ...] = field(default_factory=tuple)
+    account: LmsAccount | None = None
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,19 @@ class Provisioner:
                 # (only possible if the lock expired): the link now exists, so retrying
                 # takes the update path.
                 record = self._record(identity)
-            actions = self._bring_lms_in_line(record, identity.active)
+            account, actions = self._bring_lms_in_line(record, identity.active)
         if not identity.active:
             raise AccountBlocked(
                 f"employment_status {identity.employment_status!r} is not active",
                 user_id=record.user_id,
             )
         return Provisioned(
-            record.user_id, record.public_id, record.created, record.changed, tuple(actions)
+            record.user_id,
+            record.public_id,
+            record.created,
+            record.changed,
+            tuple(actions),
+            account,
         )
 
     # -- step 1: the bridge's own record ---------------------------------------------------
@@ -162,13 +168,15 @@ class Provisioner:
 
     # -- step 2: the LMS ----------------------------------------------------------------------
 
-    def _bring_lms_in_line(self, record: _Record, active: bool) -> list[str]:
+    def _bring_lms_in_line(
+        self, record: _Record, active: bool
+    ) -> tuple[LmsAccount | None, list[str]]:
         lms = self._lms
         actions: list[str] = []
         account = self._retry(lambda: lms.find(record.public_id))
         if account is None:
             if not active:
-                return actions
+                return None, actions
             # Looked up again on every attempt: a create whose answer was lost (timeout)
             # did happen, and must be found rather than made twice.
             account = self._retry(lambda: lms.find(record.public_id) or lms.create(record.profile))
@@ -188,7 +196,7 @@ class Provisioner:
             user = session.get(User, record.user_id)
             if user is not None:
                 user.lms_account_id = account.account_id
-        return actions
+        return account, actions
 
     def plan(self, user_id: int, values: dict[str, object]) -> tuple[Desired, list[str]]:
         """What the rules would do for this user now, without doing it (rules explain)."""

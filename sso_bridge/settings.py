@@ -127,19 +127,53 @@ class LogSettings(Section):
 
 
 class LmsSettings(Section):
-    type: Literal["builtin"] = "builtin"
-    """LMS adapter that provisions accounts before the handoff. `builtin` keeps accounts in the bridge's database."""
+    type: Literal["builtin", "moodle", "scim"] = "builtin"
+    """LMS adapter that provisions accounts before the handoff: `builtin` keeps accounts in the bridge's database, `moodle` uses Moodle's web services, `scim` a SCIM 2.0 endpoint (docs/lms.md)."""
     base_url: str = "http://127.0.0.1:8000/lms"
     """Where the LMS lives; a relative `next` path is resolved against it."""
     allowed_hosts: list[str] = []
     """Further hosts an absolute `next` URL may point at (the host of `base_url` is always allowed)."""
     client_id: str = "lms"
     """Id of the OpenID Connect client (in `provider.clients`) that is the LMS: the handoff signs the person in through it."""
+    api_url: str | None = None
+    """The LMS's API base (Moodle: the site URL, where `webservice/rest/server.php` lives)."""
+    api_token: SecretStr | None = None
+    """The LMS API token (Moodle: a web-service token with the functions listed in docs/lms.md; SCIM: a bearer token)."""
+    api_username: str | None = None
+    """SCIM with HTTP Basic instead of a bearer token: the user name."""
+    api_password: SecretStr | None = None
+    """SCIM with HTTP Basic: the password."""
+    timeout: float = Field(default=10.0, gt=0, le=120)
+    """Seconds to wait for each LMS API call; transient failures are retried three times in all."""
+    moodle_login: Literal["userkey", "oidc"] = "userkey"
+    """How people get into Moodle: the `auth_userkey` plugin's one-time login URL, or the bridge's OpenID Provider (an OIDC auth plugin)."""
+    moodle_languages: list[str] = ["en"]
+    """Language packs installed on the Moodle site (Moodle codes such as `en`, `de`, `pt_br`): Moodle refuses others, so a person's language falls back to its base language or is left out."""
+    moodle_student_role_id: int = Field(default=5, ge=1)
+    """The role id course enrolments get (5 is Moodle's student)."""
 
     @field_validator("base_url")
     @classmethod
     def _check_base_url(cls, value: str) -> str:
         return https_or_loopback(value).rstrip("/")
+
+    @field_validator("api_url")
+    @classmethod
+    def _check_api_url(cls, value: str | None) -> str | None:
+        return None if value is None else https_or_loopback(value).rstrip("/")
+
+    @model_validator(mode="after")
+    def _check_adapter(self) -> LmsSettings:
+        if self.type == "moodle" and (self.api_url is None or self.api_token is None):
+            raise ValueError("the moodle adapter needs api_url and api_token")
+        if self.type == "scim" and (
+            self.api_url is None
+            or (self.api_token is None and (self.api_username is None or self.api_password is None))
+        ):
+            raise ValueError(
+                "the scim adapter needs api_url and api_token (or api_username and api_password)"
+            )
+        return self
 
 
 RuleField = Literal[

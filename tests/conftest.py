@@ -22,6 +22,7 @@ from sso_bridge.settings import Settings
 
 from .oidc_op import oidc_op_fixture  # noqa: F401 - a pytest fixture (named oidc_op)
 from .saml_idp import saml_idp_fixture  # noqa: F401 - a pytest fixture (named saml_idp)
+from .scim_server import scim_server_fixture  # noqa: F401 - a pytest fixture (named scim_server)
 from .services import postgres_server, redis_server  # noqa: F401 - pytest fixtures
 
 BASE_URL = "http://127.0.0.1:5000"

@@ -12,4 +12,27 @@ def build_adapter(settings: LmsSettings, db: Database) -> LmsAdapter:
     """The configured adapter (a closed set: `lms.type` is a Literal)."""
     if settings.type == "builtin":
         return BuiltinLms(db)
+    if settings.type == "moodle":
+        from .moodle import MoodleLms
+
+        assert settings.api_url is not None and settings.api_token is not None
+        return MoodleLms(
+            settings.api_url,
+            settings.api_token.get_secret_value(),
+            timeout=settings.timeout,
+            login=settings.moodle_login,
+            student_role_id=settings.moodle_student_role_id,
+            languages=settings.moodle_languages,
+        )
+    if settings.type == "scim":
+        from .scim import ScimLms
+
+        assert settings.api_url is not None
+        return ScimLms(
+            settings.api_url,
+            token=settings.api_token.get_secret_value() if settings.api_token else None,
+            username=settings.api_username,
+            password=settings.api_password.get_secret_value() if settings.api_password else None,
+            timeout=settings.timeout,
+        )
     raise AssertionError(f"unknown LMS adapter {settings.type!r}")

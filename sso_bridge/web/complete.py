@@ -16,6 +16,7 @@ from ..audit import SUCCESS, AuditRecord
 from ..connectors.base import Verified
 from ..errors import RateLimited
 from ..handoff import handoff_url
+from ..lms.base import LOGIN_URL
 from ..redirects import safe_next
 from .context import correlation_id, current_session, services
 
@@ -83,8 +84,13 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
     metrics.LOGIN_SECONDS.labels(identity.connection).observe(
         time.perf_counter() - g.login["started"]
     )
+    # Into the LMS: its own one-time login URL where the adapter has one (Moodle's
+    # auth_userkey), else the standard handoff through the bridge's OpenID Provider.
+    direct = None
+    if provisioned.account is not None and LOGIN_URL in svc.lms.capabilities:
+        direct = svc.lms.login_url(provisioned.account, target)
     # 303: the browser follows with a GET, never re-posting the token.
-    response = redirect(handoff_url(svc.settings, target), 303)
+    response = redirect(direct or handoff_url(svc.settings, target), 303)
     set_session_cookie(response, session.sid)
     return response
 
