@@ -45,9 +45,32 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
 
         ProviderKeys(settings.provider.signing_key_files)
 
+    def lms() -> None:
+        from .lms import build_adapter
+        from .lms.base import COURSES, GROUPS
+
+        db = Database(settings.database.url, settings.database.pool_size)
+        try:
+            adapter = build_adapter(settings.lms, db)
+            missing = []
+            if any(rule.groups for rule in settings.rules) and GROUPS not in adapter.capabilities:
+                missing.append("groups")
+            if any(rule.courses for rule in settings.rules) and COURSES not in adapter.capabilities:
+                missing.append("courses")
+            if missing:
+                raise RuntimeError(
+                    f"the rules grant {' and '.join(missing)}, which the {adapter.name} "
+                    "adapter cannot set"
+                )
+            # A lookup that finds nobody: proves the URL, the credentials and the API.
+            adapter.find("sso-bridge-check")
+        finally:
+            db.dispose()
+
     attempt("database reachable", database)
     attempt("store reachable", store)
     attempt("provider signing keys", provider_keys)
+    attempt(f"LMS adapter {settings.lms.type}", lms)
     for cid, connection in settings.connections.items():
         if connection.type == "token":
             attempt(

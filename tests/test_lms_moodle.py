@@ -652,3 +652,69 @@ def test_fake_keys_expire(moodle: FakeMoodle, lms: MoodleLms) -> None:
     response = requests.get(url, timeout=5, allow_redirects=False)
     assert response.status_code == 404 and "expiredkey" in response.text
     assert moodle.logins == []
+
+
+def test_check_reports_what_the_adapter_cannot_do(
+    tmp_path: Any, keys: Any, moodle: FakeMoodle
+) -> None:
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from sso_bridge.cli import main
+
+    from .test_cli import config_file
+
+    extra = """
+[lms]
+type = "scim"
+api_url = "http://127.0.0.1:9/scim"
+api_token = "t"
+base_url = "http://127.0.0.1:5000/lms"
+client_id = "lms"
+
+[[rules]]
+name = "everyone"
+courses = ["safety"]
+"""
+    text = config_file(tmp_path, keys, "").read_text()
+    head, tail = text.split("[connections.acme]", 1)
+    path = tmp_path / "scim.toml"
+    path.write_text(head + extra + "\n[connections.acme]" + tail)
+    rows = {
+        r["check"]: r
+        for r in _json.loads(
+            CliRunner().invoke(main, ["--config", str(path), "check", "--json"]).output
+        )
+    }
+    assert not rows["LMS adapter scim"]["ok"]
+    assert "courses" in rows["LMS adapter scim"]["problem"]
+    good = (
+        head.replace("", "")
+        + f"""
+[lms]
+type = "moodle"
+api_url = "{moodle.base_url}"
+api_token = "{moodle.token}"
+base_url = "http://127.0.0.1:5000/lms"
+client_id = "lms"
+"""
+        + "\n[connections.acme]"
+        + tail
+    )
+    path.write_text(good)
+    rows = {
+        r["check"]: r
+        for r in _json.loads(
+            CliRunner().invoke(main, ["--config", str(path), "check", "--json"]).output
+        )
+    }
+    assert rows["LMS adapter moodle"]["ok"], rows
+    path.write_text(good.replace(moodle.token, "wrong-token"))
+    rows = {
+        r["check"]: r
+        for r in _json.loads(
+            CliRunner().invoke(main, ["--config", str(path), "check", "--json"]).output
+        )
+    }
+    assert "invalidtoken" in rows["LMS adapter moodle"]["problem"]
