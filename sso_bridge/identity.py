@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
+from datetime import date
 from typing import Any
 
 from .errors import InvalidAttribute, MissingAttribute
@@ -40,6 +41,7 @@ class Identity:
     job_title: str | None = None
     groups: tuple[str, ...] = ()
     employment_status: str | None = None
+    hire_date: str | None = None
     active: bool = True
 
     def profile(self) -> dict[str, Any]:
@@ -130,6 +132,14 @@ def _single(field_name: str, source: str, raw: Any) -> str:
         raise InvalidAttribute(f"{source!r} is not an e-mail address", attribute=source)
     if field_name == "language" and not LANGUAGE.match(value):
         raise InvalidAttribute(f"{source!r} is not a language tag", attribute=source)
+    if field_name == "hire_date":
+        try:
+            # A date, or the date part of a timestamp (Workday sends 2026-11-02-08:00).
+            value = date.fromisoformat(value[:10]).isoformat()
+        except ValueError:
+            raise InvalidAttribute(
+                f"{source!r} is not a date (YYYY-MM-DD)", attribute=source
+            ) from None
     return value
 
 

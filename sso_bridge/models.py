@@ -39,6 +39,7 @@ class User(Base):
     job_title: Mapped[str | None] = mapped_column(String(256))
     groups: Mapped[list[str]] = mapped_column(default=list)
     employment_status: Mapped[str | None] = mapped_column(String(64))
+    hire_date: Mapped[str | None] = mapped_column(String(10))
     blocked: Mapped[bool] = mapped_column(default=False)
     blocked_reason: Mapped[str | None] = mapped_column(String(256))
     lms_account_id: Mapped[str | None] = mapped_column(String(256))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 from .settings import RuleSettings
@@ -46,15 +47,18 @@ def facts(profile: Mapping[str, Any], connection: str) -> dict[str, Any]:
         "employment_status": profile.get("employment_status"),
         "groups": list(profile.get("groups") or []),
         "email_domain": email.rsplit("@", 1)[1] if "@" in email else None,
+        "hire_date": profile.get("hire_date"),
     }
 
 
-def evaluate(rules: Sequence[RuleSettings], values: Mapping[str, Any]) -> Desired:
+def evaluate(
+    rules: Sequence[RuleSettings], values: Mapping[str, Any], today: date | None = None
+) -> Desired:
     groups: set[str] = set()
     courses: set[str] = set()
     outcomes = []
     for rule in rules:
-        fired, reasons = _matches(rule, values)
+        fired, reasons = _matches(rule, values, today)
         if fired:
             groups.update(rule.groups)
             courses.update(rule.courses)
@@ -64,7 +68,9 @@ def evaluate(rules: Sequence[RuleSettings], values: Mapping[str, Any]) -> Desire
     return Desired(frozenset(groups), frozenset(courses), tuple(outcomes))
 
 
-def _matches(rule: RuleSettings, values: Mapping[str, Any]) -> tuple[bool, list[str]]:
+def _matches(
+    rule: RuleSettings, values: Mapping[str, Any], today: date | None
+) -> tuple[bool, list[str]]:
     reasons = []
     for name, accepted in rule.when.items():
         value = values.get(name)
@@ -79,6 +85,19 @@ def _matches(rule: RuleSettings, values: Mapping[str, Any]) -> tuple[bool, list[
         reasons.append(f"{name} = {shown} {'matches' if ok else 'does not match'} {accepted}")
         if not ok:
             return False, reasons
-    if not rule.when:
+    if rule.hired_within_days is not None:
+        hired = values.get("hire_date")
+        try:
+            days = (today or date.today()) - date.fromisoformat(str(hired)) if hired else None
+        except ValueError:
+            days = None
+        ok = days is not None and days.days <= rule.hired_within_days
+        shown = f"{hired} ({days.days} days ago)" if days is not None else "(none)"
+        reasons.append(
+            f"hire_date = {shown} {'is' if ok else 'is not'} within {rule.hired_within_days} days"
+        )
+        if not ok:
+            return False, reasons
+    if not rule.when and rule.hired_within_days is None:
         reasons.append("no conditions: applies to everyone")
     return True, reasons

@@ -58,6 +58,7 @@ IdentityField = Literal[
     "job_title",
     "groups",
     "employment_status",
+    "hire_date",
 ]
 
 
@@ -196,6 +197,8 @@ class RuleSettings(Section):
     """Shown by `sso-bridge rules explain` and in the audit log."""
     when: dict[RuleField, list[str]] = {}
     """Conditions that must all hold: the field equals one of the values (case-insensitive; `*` means any value is present; for `groups`, one of the person's groups is listed). Empty: everyone."""
+    hired_within_days: int | None = Field(default=None, ge=0, le=3650)
+    """Also require a hire date (identity field `hire_date`) at most this many days ago: onboarding rules."""
     groups: list[str] = []
     """LMS groups or cohorts the rule puts people in."""
     courses: list[str] = []

@@ -143,3 +143,33 @@ groups = ["cohort-eng"]
     with db.session() as session:
         assert session.query(BuiltinMembership).count() == 0  # nothing applied
         assert session.get(User, user.user_id) is not None
+
+
+def test_an_onboarding_rule_for_new_hires() -> None:
+    from datetime import date
+
+    onboarding = [RuleSettings(name="new hires", hired_within_days=30, courses=["welcome"])]
+    today = date(2026, 11, 28)
+    new = facts({"hire_date": "2026-11-02"}, "acme")
+    old = facts({"hire_date": "2025-01-15"}, "acme")
+    assert evaluate(onboarding, new, today).courses == {"welcome"}
+    assert evaluate(onboarding, old, today).courses == set()
+    assert evaluate(onboarding, facts({}, "acme"), today).courses == set()
+    reasons = evaluate(onboarding, new, today).outcomes[0].reasons
+    assert reasons == ("hire_date = 2026-11-02 (26 days ago) is within 30 days",)
+
+
+def test_hire_dates_are_validated_and_normalised() -> None:
+    from sso_bridge.errors import InvalidAttribute
+    from sso_bridge.identity import map_identity
+    from sso_bridge.settings import TokenConnection
+
+    connection = TokenConnection(type="token", issuer="x", jwks_url="https://p.example/jwks")
+    mapped = map_identity(
+        "acme", connection, "E1", {"hire_date": "2026-11-02-08:00"}, {"hire_date": "hire_date"}
+    )
+    assert mapped.hire_date == "2026-11-02"
+    with pytest.raises(InvalidAttribute):
+        map_identity(
+            "acme", connection, "E1", {"hire_date": "next monday"}, {"hire_date": "hire_date"}
+        )

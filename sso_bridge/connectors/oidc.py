@@ -71,6 +71,7 @@ DEFAULT_CLAIMS: dict[str, tuple[str, ...]] = {
     "job_title": ("job_title", "jobTitle", "title"),
     "groups": ("groups", "roles"),
     "employment_status": ("employment_status", "employmentStatus"),
+    "hire_date": ("hire_date", "hireDate"),
 }
 
 

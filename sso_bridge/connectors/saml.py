@@ -106,6 +106,7 @@ DEFAULT_ATTRIBUTES: dict[str, tuple[str, ...]] = {
     # default active_statuses would read as "not active" and block everyone. Map it
     # explicitly where it does carry the employment status.
     "employment_status": ("employmentStatus", "employment_status"),
+    "hire_date": ("hireDate", "hire_date", "startDate"),
 }
 
 # python3-saml's validation error codes, as the bridge's reason codes.

@@ -54,6 +54,7 @@ DEFAULT_ATTRIBUTES = {
     "job_title": "job_title",
     "groups": "groups",
     "employment_status": "employment_status",
+    "hire_date": "hire_date",
 }
 
 

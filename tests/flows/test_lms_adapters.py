@@ -165,7 +165,7 @@ def test_a_flaky_lms_makes_no_duplicates_and_every_login_completes(
 
 def test_concurrent_first_logins_make_one_account(app: Any, lms: Lms, mint: Minter) -> None:
     subject = f"E{uuid.uuid4().hex[:8]}"
-    tokens = [person(mint, subject) for _ in range(12)]
+    tokens = [person(mint, subject) for _ in range(50)]
     results: list[int] = []
     barrier = threading.Barrier(len(tokens))
 
