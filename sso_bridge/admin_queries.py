@@ -37,6 +37,7 @@ def user_as_dict(user: User) -> dict[str, Any]:
         "job_title": user.job_title,
         "groups": user.groups,
         "employment_status": user.employment_status,
+        "hire_date": user.hire_date,
         "blocked": user.blocked,
         "lms_account_id": user.lms_account_id,
         "created_at": user.created_at,

@@ -40,18 +40,27 @@ from .lms.base import (
     AccountProfile,
     LmsAccount,
     LmsAdapter,
+    LmsError,
+    LmsRejected,
     LmsUnavailable,
 )
+from .logs import get_logger
 from .models import IdentityLink, LmsGrant, User, utcnow
 from .rules import Desired, evaluate, facts
 from .settings import RuleSettings
 from .state import Store
 
-LOCK_TTL = 60
-LOCK_WAIT = 15.0
 # Transient LMS failures: tried this many times in all, waiting 0.2 s, then 0.4 s.
 LMS_ATTEMPTS = 3
 LMS_BACKOFF = 0.2
+# All LMS work of one login must end within this budget: no attempt starts after it.
+# The lock outlives it by more than one more call can take (an LMS timeout is at most
+# 120 s), so two logins of one person never provision at the same time.
+LMS_BUDGET = 40.0
+LOCK_TTL = int(LMS_BUDGET) + 150
+LOCK_WAIT = 15.0
+
+log = get_logger("sso_bridge.provisioning")
 
 T = TypeVar("T")
 
@@ -76,6 +85,9 @@ class _Record:
     changed: tuple[str, ...]
     profile: AccountProfile
     facts: dict[str, object]
+    synced: bool
+    """The LMS had this profile after the last login (`lms_account_id` is set)."""
+    blocked_reason: str | None = None
 
 
 class Provisioner:
@@ -92,6 +104,7 @@ class Provisioner:
         self._lms = lms
         self._rules = list(rules)
         self._sleep = sleep
+        self._deadline = float("inf")
 
     def provision(self, identity: Identity) -> Provisioned:
         """Create or update the person here and in the LMS, or raise AccountBlocked."""
@@ -106,7 +119,18 @@ class Provisioner:
                 # (only possible if the lock expired): the link now exists, so retrying
                 # takes the update path.
                 record = self._record(identity)
-            account, actions = self._bring_lms_in_line(record, identity.active)
+            active = identity.active and record.blocked_reason is None
+            self._deadline = time.monotonic() + LMS_BUDGET
+            try:
+                account, actions = self._bring_lms_in_line(record, active)
+            except LmsError as exc:
+                if active:
+                    raise
+                # A leaver (or blocked person) is refused as such even while the LMS is
+                # down; the suspension is attempted again at their next login.
+                log.warning("lms_suspend_failed", user_id=record.user_id, reason=exc.code)
+        if record.blocked_reason is not None:
+            raise AccountBlocked(record.blocked_reason, user_id=record.user_id)
         if not identity.active:
             raise AccountBlocked(
                 f"employment_status {identity.employment_status!r} is not active",
@@ -148,11 +172,14 @@ class Provisioner:
                 created, changed = True, tuple[str, ...]()
             else:
                 user = link.user
-                if user.blocked:
-                    raise AccountBlocked(
-                        f"blocked by an administrator: {user.blocked_reason}", user_id=user.id
-                    )
-                created, changed = False, _apply(user, identity)
+                # A person blocked by an administrator is frozen: nothing upstream changes
+                # their record until the block is lifted.
+                created = False
+                changed = () if user.blocked else _apply(user, identity)
+            if changed:
+                # Not in sync until the LMS has the change: a failed update is retried at
+                # the next login, even though the bridge's own record is already new.
+                user.lms_account_id = None
             if identity.active:
                 now = utcnow()
                 user.last_login_at = now
@@ -164,6 +191,11 @@ class Provisioner:
                 changed,
                 account_profile(user, identity.subject),
                 facts(identity.profile(), identity.connection),
+                synced=user.lms_account_id is not None,
+                # An admin block is applied in the LMS too (suspended), then refused.
+                blocked_reason=f"blocked by an administrator: {user.blocked_reason}"
+                if user.blocked
+                else None,
             )
 
     # -- step 2: the LMS ----------------------------------------------------------------------
@@ -179,16 +211,14 @@ class Provisioner:
                 return None, actions
             # Looked up again on every attempt: a create whose answer was lost (timeout)
             # did happen, and must be found rather than made twice.
-            account = self._retry(lambda: lms.find(record.public_id) or lms.create(record.profile))
+            account = self._retry(lambda: self._find_or_create(record))
             actions.append("account created")
-        elif record.changed:
+        elif record.changed or not record.synced:
             current = account
             self._retry(lambda: lms.update(current, record.profile))
-            actions.append("account updated: " + ", ".join(record.changed))
-        if SUSPEND in lms.capabilities and account.suspended == active:
-            current = account
-            self._retry(lambda: lms.set_suspended(current, not active))
-            actions.append("account suspended" if not active else "account reinstated")
+            actions.append("account updated: " + ", ".join(record.changed or ("resync",)))
+        if SUSPEND in lms.capabilities:
+            actions += self._suspension(record.user_id, account, active)
         if active:
             desired = evaluate(self._rules, record.facts)
             actions += self._memberships(record.user_id, account, desired)
@@ -222,6 +252,39 @@ class Provisioner:
             changes += [f"{kind} kept (not granted by the bridge): {n}" for n in kept]
         return desired, changes or ["no change"]
 
+    def _find_or_create(self, record: _Record) -> LmsAccount:
+        """Found again before creating; and after a refused create, found once more: the
+        refusal may be the LMS saying the account (made by a create whose answer was lost,
+        or by a racer) already exists."""
+        found = self._lms.find(record.public_id)
+        if found is not None:
+            return found
+        try:
+            return self._lms.create(record.profile)
+        except LmsRejected:
+            found = self._lms.find(record.public_id)
+            if found is None:
+                raise
+            return found
+
+    def _suspension(self, user_id: int, account: LmsAccount, active: bool) -> list[str]:
+        """Suspend a leaver; reinstate only a suspension the bridge itself made.
+
+        An LMS admin's suspension is theirs: the bridge never lifts it.
+        """
+        ours = "bridge" in self._grants(user_id, "suspension")
+        if not active and not account.suspended:
+            self._record_grant(user_id, "suspension", "bridge")
+            self._retry(partial(self._lms.set_suspended, account, True))
+            return ["account suspended"]
+        if active and account.suspended and ours:
+            self._retry(partial(self._lms.set_suspended, account, False))
+            self._forget_grants(user_id, "suspension", {"bridge"})
+            return ["account reinstated"]
+        if active and account.suspended:
+            raise AccountBlocked("suspended in the LMS by an administrator", user_id=user_id)
+        return []
+
     def _memberships(self, user_id: int, account: LmsAccount, desired: Desired) -> list[str]:
         lms = self._lms
         actions = []
@@ -236,8 +299,10 @@ class Provisioner:
         for kind, wanted, present, add, remove in kinds:
             granted = self._grants(user_id, kind)
             for name in sorted(wanted - present):
-                self._retry(partial(add, account, name))
+                # Recorded first: if the add happens but the process dies before it is
+                # noted, the membership would otherwise never be taken away again.
                 self._record_grant(user_id, kind, name)
+                self._retry(partial(add, account, name))
                 actions.append(f"{kind} added: {name}")
             # Only what the bridge granted comes off: an LMS admin's own memberships stay.
             for name in sorted((granted - wanted) & present):
@@ -274,6 +339,8 @@ class Provisioner:
     def _retry(self, call: Callable[[], T]) -> T:
         """Run an LMS call, retrying transient failures a bounded number of times."""
         for attempt in range(LMS_ATTEMPTS):
+            if time.monotonic() > self._deadline:
+                raise LmsUnavailable("the provisioning time budget is spent")
             try:
                 return call()
             except LmsUnavailable:

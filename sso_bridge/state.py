@@ -8,7 +8,6 @@ never treat "could not check" as "not seen before" (fail closed).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +17,9 @@ from typing import Protocol
 import redis
 
 from .errors import ProvisioningBusy, StoreUnavailable
+from .logs import get_logger
+
+log = get_logger("sso_bridge.state")
 
 
 class Store(Protocol):
@@ -194,9 +196,13 @@ class RedisStore:
         try:
             yield
         finally:
-            # If the lock expired while we worked, the DB constraints still hold.
-            with self._guard(), contextlib.suppress(redis.exceptions.LockNotOwnedError):
-                lock.release()
+            with self._guard():
+                try:
+                    lock.release()
+                except redis.exceptions.LockNotOwnedError:
+                    # Expired while we worked: the database constraints still hold, but it
+                    # means provisioning outlasted its budget; say so.
+                    log.warning("lock_expired_while_held", key=key)
 
     def ping(self) -> None:
         with self._guard():

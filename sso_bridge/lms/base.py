@@ -43,6 +43,11 @@ class LmsRejected(LmsError):
     """A permanent refusal (4xx other than 429, an unexpected answer): no retry helps."""
 
     code = "lms_rejected"
+    public_message = (
+        "The learning platform refused to set up your account (for example, another "
+        "account already uses your e-mail address). Please contact your IT team and "
+        "quote the reference below."
+    )
 
 
 @dataclass(frozen=True)

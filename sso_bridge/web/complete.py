@@ -53,6 +53,12 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
     target = check_next(verified.next or requested_next)
     provisioned = svc.provisioner.provision(identity)
     g.login["user_id"] = provisioned.user_id
+    # Into the LMS: its own one-time login URL where the adapter has one (Moodle's
+    # auth_userkey), else the standard handoff through the bridge's OpenID Provider.
+    # Asked for before any session or audit success, so a failure here is a clean refusal.
+    direct = None
+    if provisioned.account is not None and LOGIN_URL in svc.lms.capabilities:
+        direct = svc.lms.login_url(provisioned.account, target)
     previous = current_session()
     if previous is not None:
         svc.sessions.end(previous.sid)
@@ -84,11 +90,6 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
     metrics.LOGIN_SECONDS.labels(identity.connection).observe(
         time.perf_counter() - g.login["started"]
     )
-    # Into the LMS: its own one-time login URL where the adapter has one (Moodle's
-    # auth_userkey), else the standard handoff through the bridge's OpenID Provider.
-    direct = None
-    if provisioned.account is not None and LOGIN_URL in svc.lms.capabilities:
-        direct = svc.lms.login_url(provisioned.account, target)
     # 303: the browser follows with a GET, never re-posting the token.
     response = redirect(direct or handoff_url(svc.settings, target), 303)
     set_session_cookie(response, session.sid)
