@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["saml_acs.py"]
+BENCHMARKS = [["saml_acs.py"], ["token_handoff.py", "--postgres", "--storm"]]
 
 
 def main() -> int:
     failed = 0
-    for name in BENCHMARKS:
-        print(f"== {name}", flush=True)
-        failed |= subprocess.call([sys.executable, str(HERE / name), *sys.argv[1:]])
+    for name, *options in BENCHMARKS:
+        print(f"== {name} {' '.join(options)}", flush=True)
+        failed |= subprocess.call([sys.executable, "-W", "ignore", str(HERE / name), *options])
     return failed
 
 

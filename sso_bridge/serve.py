@@ -27,23 +27,25 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         return create_app(self._settings)
 
 
+def gunicorn_options(bind: str, workers: int) -> dict[str, Any]:
+    """The gunicorn settings `serve` runs with (the benchmarks' baselines reuse them)."""
+    return {
+        "bind": bind,
+        "workers": workers,
+        "threads": 4,
+        "worker_class": "gthread",
+        "accesslog": None,
+        "forwarded_allow_ips": "127.0.0.1",
+        "limit_request_line": 8190,
+        "timeout": 30,
+    }
+
+
 def run(settings: Settings, bind: str, workers: int) -> None:
     check_workers(settings, workers)
     if settings.database.migrate_on_start:
         prepare_database(settings)
-    _Gunicorn(
-        settings,
-        {
-            "bind": bind,
-            "workers": workers,
-            "threads": 4,
-            "worker_class": "gthread",
-            "accesslog": None,
-            "forwarded_allow_ips": "127.0.0.1",
-            "limit_request_line": 8190,
-            "timeout": 30,
-        },
-    ).run()
+    _Gunicorn(settings, gunicorn_options(bind, workers)).run()
 
 
 def check_workers(settings: Settings, workers: int) -> None:

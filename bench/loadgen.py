@@ -1,0 +1,148 @@
+"""A small closed-loop HTTP/1.1 load generator for the benchmarks (no dependencies).
+
+`concurrency` keep-alive connections each send the next prepared request as soon as the
+previous answer is read, until the requests run out or the time is up. Every request is
+prepared before the clock starts (a token or SAML response must be fresh and single-use,
+so they cannot be made up on the fly without measuring the signing too).
+
+It shares the machine's cores with the server it measures, as the issue's targets assume;
+the ratios against baselines measured the same way are what carry meaning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoadResult:
+    sent: int
+    duration: float
+    latencies: list[float] = field(repr=False)
+    statuses: dict[int, int]
+    unexpected: int
+
+    @property
+    def per_second(self) -> float:
+        return len(self.latencies) / self.duration if self.duration else 0.0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000 if self.latencies else float("nan")
+
+    @property
+    def p99_ms(self) -> float:
+        return self.percentile(0.99) * 1000
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "requests": len(self.latencies),
+            "seconds": round(self.duration, 3),
+            "per_second": round(self.per_second, 1),
+            "p50_ms": round(self.p50_ms, 2),
+            "p99_ms": round(self.p99_ms, 2),
+            "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
+            "unexpected": self.unexpected,
+        }
+
+
+def post_form(path: str, host: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def get(path: str, host: str, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    length = 0
+    close = False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value)
+        elif name == "connection" and value.strip().lower() == "close":
+            close = True
+    body = await reader.readexactly(length) if length else b""
+    return status, close, body
+
+
+async def _run(
+    host: str,
+    port: int,
+    requests: Sequence[bytes],
+    concurrency: int,
+    seconds: float,
+    expect: frozenset[int],
+) -> LoadResult:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    unexpected = 0
+    next_index = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal next_index, unexpected
+        reader = writer = None
+        while next_index < len(requests) and time.perf_counter() < deadline:
+            payload = requests[next_index]
+            next_index += 1
+            if writer is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            assert reader is not None
+            start = time.perf_counter()
+            writer.write(payload)
+            try:
+                status, close, _ = await _read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                status, close = 0, True
+            latencies.append(time.perf_counter() - start)
+            statuses[status] = statuses.get(status, 0) + 1
+            if status not in expect:
+                unexpected += 1
+            if close:
+                writer.close()
+                reader = writer = None
+        if writer is not None:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return LoadResult(
+        sent=next_index,
+        duration=time.perf_counter() - start,
+        latencies=latencies,
+        statuses=statuses,
+        unexpected=unexpected,
+    )
+
+
+def run_load(
+    port: int,
+    requests: Sequence[bytes],
+    concurrency: int = 8,
+    seconds: float = 20.0,
+    expect: frozenset[int] = frozenset({200, 302, 303}),
+    host: str = "127.0.0.1",
+) -> LoadResult:
+    """Send `requests` (each used once) over `concurrency` connections; bounded by `seconds`."""
+    return asyncio.run(_run(host, port, requests, concurrency, seconds, expect))
