@@ -43,12 +43,12 @@ lint: $(STAMP)
 	$(BIN)/mypy sso_bridge
 	$(BIN)/hadolint Dockerfile
 
-bench: $(STAMP)
-	@if [ -f bench/run.py ]; then \
-		$(BIN)/python bench/run.py; \
-	else \
-		echo "no benchmarks yet"; \
-	fi
+# The benchmarks start redis-server and PostgreSQL like the tests, and add pysaml2.
+bench:
+	scripts/install-system-deps.sh
+	$(MAKE) --no-print-directory $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	$(BIN)/python bench/run.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = [["saml_acs.py"], ["token_handoff.py", "--postgres", "--storm"]]
+BENCHMARKS = [["saml_acs.py"], ["saml_http.py"], ["token_handoff.py", "--postgres", "--storm"]]
 
 
 def main() -> int:

@@ -6,6 +6,7 @@ can stop it and its workers.
 
     python bench/servers.py bridge SETTINGS.json PORT WORKERS
     python bench/servers.py trivial PORT WORKERS
+    python bench/servers.py python3-saml SETTINGS.json PORT WORKERS
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def trivial(port: int, workers: int) -> Server:
     return Server(["trivial", str(port), str(workers)], port, _log(port))
 
 
+def naive_saml(settings_json: str, port: int, workers: int) -> Server:
+    return Server(["python3-saml", settings_json, str(port), str(workers)], port, _log(port))
+
+
 def _log(port: int) -> Path:
     return Path(os.environ.get("TMPDIR", "/tmp")) / f"sso-bridge-bench-{port}.log"
 
@@ -102,6 +107,33 @@ def _trivial_app() -> Any:
     return app
 
 
+def _naive_saml_app(settings: dict[str, Any], port: int) -> Any:
+    """An ACS written the way python3-saml's demo Flask app writes it."""
+    from flask import Flask, redirect, request
+    from onelogin.saml2.auth import OneLogin_Saml2_Auth
+
+    app = Flask("python3-saml")
+
+    @app.post("/saml/<connection_id>/acs")
+    def acs(connection_id: str) -> Any:
+        auth = OneLogin_Saml2_Auth(
+            {
+                "https": "off",
+                "http_host": f"127.0.0.1:{port}",
+                "script_name": request.path,
+                "get_data": {},
+                "post_data": request.form.copy(),
+            },
+            settings,
+        )
+        auth.process_response()
+        if auth.get_errors() or not auth.is_authenticated():
+            return auth.get_last_error_reason() or "refused", 400
+        return redirect(f"/lms?sub={auth.get_nameid()}", 303)
+
+    return app
+
+
 def _main(argv: list[str]) -> None:
     from gunicorn.app.base import BaseApplication
 
@@ -114,15 +146,25 @@ def _main(argv: list[str]) -> None:
         run(settings, f"127.0.0.1:{argv[2]}", int(argv[3]))
         return
 
-    class Trivial(BaseApplication):  # type: ignore[misc]
+    if kind == "python3-saml":
+        settings_dict = json.loads(Path(argv[1]).read_text())
+        port, workers = int(argv[2]), int(argv[3])
+
+        def app() -> Any:
+            return _naive_saml_app(settings_dict, port)
+    else:
+        port, workers = int(argv[1]), int(argv[2])
+        app = _trivial_app
+
+    class Baseline(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
-            for key, value in gunicorn_options(f"127.0.0.1:{argv[1]}", int(argv[2])).items():
+            for key, value in gunicorn_options(f"127.0.0.1:{port}", workers).items():
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            return _trivial_app()
+            return app()
 
-    Trivial().run()
+    Baseline().run()
 
 
 if __name__ == "__main__":

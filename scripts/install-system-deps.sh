@@ -43,6 +43,9 @@ for pkg in php-cli php-xml php-mbstring simplesamlphp; do
     has_deb "$pkg" || missing+=("$pkg")
 done
 
+# pysaml2's signature backend, for the SAML benchmark's pysaml2 baseline (bench/saml_acs.py).
+command -v xmlsec1 >/dev/null 2>&1 || missing+=(xmlsec1)
+
 fi
 
 node_is_recent() {
