@@ -85,9 +85,15 @@ class _Record:
     changed: tuple[str, ...]
     profile: AccountProfile
     facts: dict[str, object]
-    synced: bool
-    """The LMS had this profile after the last login (`lms_account_id` is set)."""
+    lms_account_id: str | None
+    """Set while the LMS has this profile; cleared by a change until the LMS takes it."""
+    grants: dict[str, frozenset[str]]
+    """What the bridge granted in the LMS, by kind (group, course, suspension)."""
     blocked_reason: str | None = None
+
+    @property
+    def synced(self) -> bool:
+        return self.lms_account_id is not None
 
 
 class Provisioner:
@@ -191,7 +197,10 @@ class Provisioner:
                 changed,
                 account_profile(user, identity.subject),
                 facts(identity.profile(), identity.connection),
-                synced=user.lms_account_id is not None,
+                lms_account_id=user.lms_account_id,
+                # Read with the record, in one query: under the person's lock only this
+                # login changes them.
+                grants=_grants_by_kind(session, user.id) if not created else {},
                 # An admin block is applied in the LMS too (suspended), then refused.
                 blocked_reason=f"blocked by an administrator: {user.blocked_reason}"
                 if user.blocked
@@ -218,14 +227,15 @@ class Provisioner:
             self._retry(lambda: lms.update(current, record.profile))
             actions.append("account updated: " + ", ".join(record.changed or ("resync",)))
         if SUSPEND in lms.capabilities:
-            actions += self._suspension(record.user_id, account, active)
+            actions += self._suspension(record, account, active)
         if active:
             desired = evaluate(self._rules, record.facts)
-            actions += self._memberships(record.user_id, account, desired)
-        with self._db.session() as session:
-            user = session.get(User, record.user_id)
-            if user is not None:
-                user.lms_account_id = account.account_id
+            actions += self._memberships(record, account, desired)
+        if record.lms_account_id != account.account_id:
+            with self._db.session() as session:
+                user = session.get(User, record.user_id)
+                if user is not None:
+                    user.lms_account_id = account.account_id
         return account, actions
 
     def plan(self, user_id: int, values: dict[str, object]) -> tuple[Desired, list[str]]:
@@ -267,12 +277,13 @@ class Provisioner:
                 raise
             return found
 
-    def _suspension(self, user_id: int, account: LmsAccount, active: bool) -> list[str]:
+    def _suspension(self, record: _Record, account: LmsAccount, active: bool) -> list[str]:
         """Suspend a leaver; reinstate only a suspension the bridge itself made.
 
         An LMS admin's suspension is theirs: the bridge never lifts it.
         """
-        ours = "bridge" in self._grants(user_id, "suspension")
+        user_id = record.user_id
+        ours = "bridge" in record.grants.get("suspension", frozenset())
         if not active and not account.suspended:
             self._record_grant(user_id, "suspension", "bridge")
             self._retry(partial(self._lms.set_suspended, account, True))
@@ -285,7 +296,8 @@ class Provisioner:
             raise AccountBlocked("suspended in the LMS by an administrator", user_id=user_id)
         return []
 
-    def _memberships(self, user_id: int, account: LmsAccount, desired: Desired) -> list[str]:
+    def _memberships(self, record: _Record, account: LmsAccount, desired: Desired) -> list[str]:
+        user_id = record.user_id
         lms = self._lms
         actions = []
         Membership = Callable[[LmsAccount, str], None]
@@ -297,7 +309,7 @@ class Provisioner:
         if COURSES in lms.capabilities:
             kinds.append(("course", desired.courses, account.courses, lms.enrol, lms.unenrol))
         for kind, wanted, present, add, remove in kinds:
-            granted = self._grants(user_id, kind)
+            granted = record.grants.get(kind, frozenset())
             for name in sorted(wanted - present):
                 # Recorded first: if the add happens but the process dies before it is
                 # noted, the membership would otherwise never be taken away again.
@@ -383,3 +395,12 @@ def _apply(user: User, identity: Identity) -> tuple[str, ...]:
 
 def find_user(session: Session, user_id: int) -> User | None:
     return session.get(User, user_id)
+
+
+def _grants_by_kind(session: Session, user_id: int) -> dict[str, frozenset[str]]:
+    grants: dict[str, set[str]] = {}
+    for kind, name in session.execute(
+        select(LmsGrant.kind, LmsGrant.name).where(LmsGrant.user_id == user_id)
+    ):
+        grants.setdefault(kind, set()).add(name)
+    return {kind: frozenset(names) for kind, names in grants.items()}
