@@ -25,6 +25,8 @@ class LoadResult:
     latencies: list[float] = field(repr=False)
     statuses: dict[int, int]
     unexpected: int
+    first_unexpected: str = ""
+    """The start of the first unexpected answer's body, to say why."""
 
     @property
     def per_second(self) -> float:
@@ -53,6 +55,7 @@ class LoadResult:
             "p99_ms": round(self.p99_ms, 2),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "unexpected": self.unexpected,
+            "first_unexpected": self.first_unexpected,
         }
 
 
@@ -97,11 +100,12 @@ async def _run(
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     unexpected = 0
+    first_unexpected = ""
     next_index = 0
     deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
-        nonlocal next_index, unexpected
+        nonlocal next_index, unexpected, first_unexpected
         reader = writer = None
         while next_index < len(requests) and time.perf_counter() < deadline:
             payload = requests[next_index]
@@ -112,13 +116,14 @@ async def _run(
             start = time.perf_counter()
             writer.write(payload)
             try:
-                status, close, _ = await _read_response(reader)
-            except (asyncio.IncompleteReadError, ConnectionError):
-                status, close = 0, True
+                status, close, body = await _read_response(reader)
+            except (asyncio.IncompleteReadError, ConnectionError) as exc:
+                status, close, body = 0, True, repr(exc).encode()
             latencies.append(time.perf_counter() - start)
             statuses[status] = statuses.get(status, 0) + 1
             if status not in expect:
                 unexpected += 1
+                first_unexpected = first_unexpected or body[:300].decode("utf-8", "replace")
             if close:
                 writer.close()
                 reader = writer = None
@@ -133,6 +138,7 @@ async def _run(
         latencies=latencies,
         statuses=statuses,
         unexpected=unexpected,
+        first_unexpected=first_unexpected,
     )
 
 

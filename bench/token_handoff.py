@@ -160,10 +160,16 @@ def count_accounts(db_url: str) -> tuple[int, int]:
 
 def row(name: str, result: dict[str, Any], baseline: float | None = None) -> str:
     ratio = f"{result['per_second'] / baseline:6.2f}x" if baseline else "       "
-    return (
+    line = (
         f"{name:<52} {result['per_second']:>9.0f} {result['p50_ms']:>8.2f}"
         f" {result['p99_ms']:>8.2f} {ratio}"
     )
+    if result.get("unexpected"):
+        # A baseline that answered errors is fast for the wrong reason: say so loudly.
+        line += (
+            f"\n    !! {result['unexpected']} unexpected answers: {result['first_unexpected']!r}"
+        )
+    return line
 
 
 def main() -> int:
