@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import servers  # noqa: E402
-from bench.loadgen import post_form, run_load  # noqa: E402
+from bench.loadgen import LoadResult, post_form, run_load  # noqa: E402
 from bench.saml_acs import idp_metadata, library_settings  # noqa: E402
 from bench.token_handoff import Keys, bridge_settings, row  # noqa: E402
 from tests import saml_forge as forge  # noqa: E402
@@ -84,19 +84,23 @@ def main() -> int:
     failed = False
     try:
         for signed in ("assertion", "both"):
+
+            def measure(server: servers.Server, signed: str = signed) -> LoadResult:
+                """Warm up (each worker imports and builds its caches), then the timed run."""
+                try:
+                    warm = run_load(server.port, acs_requests(idp, server.port, 100, signed))
+                    if warm.unexpected:
+                        raise RuntimeError(f"warm-up failed: {warm.statuses}; see {server.log}")
+                    requests = acs_requests(idp, server.port, supply, signed)
+                    return run_load(server.port, requests, args.concurrency, args.seconds)
+                finally:
+                    server.close()
+
             port = free_port()
             naive_file = tmp / f"naive-{signed}.json"
             naive_file.write_text(json.dumps(naive_settings(idp.cert_b64, port, signed)))
-            naive = servers.naive_saml(str(naive_file), port, args.workers)
-            try:
-                run_load(port, acs_requests(idp, port, 100, signed), 8, 30)
-                result = run_load(
-                    port, acs_requests(idp, port, supply, signed), args.concurrency, args.seconds
-                )
-                results[f"python3_saml_demo_acs_{signed}"] = result.as_dict()
-                failed |= result.unexpected > 0
-            finally:
-                naive.close()
+            naive = measure(servers.naive_saml(str(naive_file), port, args.workers))
+            results[f"python3_saml_demo_acs_{signed}"] = naive.as_dict()
 
             port = free_port()
             settings = bridge_settings(keys, port, f"sqlite:///{tmp}/{signed}.db", redis.url)
@@ -110,18 +114,9 @@ def main() -> int:
             }
             settings_file = tmp / f"bridge-{signed}.json"
             settings_file.write_text(json.dumps(settings))
-            bridge = servers.bridge(str(settings_file), port, args.workers)
-            try:
-                warm = run_load(port, acs_requests(idp, port, 100, signed), 8, 30)
-                if warm.unexpected:
-                    raise RuntimeError(f"warm-up failed: {warm.statuses}; see {bridge.log}")
-                result = run_load(
-                    port, acs_requests(idp, port, supply, signed), args.concurrency, args.seconds
-                )
-                results[f"bridge_acs_{signed}"] = result.as_dict()
-                failed |= result.unexpected > 0
-            finally:
-                bridge.close()
+            bridge = measure(servers.bridge(str(settings_file), port, args.workers))
+            results[f"bridge_acs_{signed}"] = bridge.as_dict()
+            failed |= naive.unexpected > 0 or bridge.unexpected > 0
     finally:
         redis.close()
 
