@@ -2,9 +2,10 @@
 
 Run: `.venv/bin/python bench/saml_http.py [--seconds 10] [--concurrency 8]`.
 
-Both servers run with the gunicorn settings of `sso-bridge serve` (2 workers, 4 threads each)
-and get the same kind of IdP-initiated response for a returning user, freshly signed
-before the clock starts (assertion signed; then assertion and response signed):
+Both servers run with the gunicorn settings of `sso-bridge serve` (2 workers, 4 threads
+each) and get the same kind of IdP-initiated response, for 1,000 returning people (made
+by the warm-up) in turn, freshly signed before the clock starts (assertion signed; then
+assertion and response signed):
 
 - bridge: POST /saml/t/acs: every check of the connector, the replay cache in Redis,
   link, update, session, redirect to the LMS;
@@ -36,6 +37,9 @@ from bench.token_handoff import Keys, bridge_settings, row  # noqa: E402
 from tests import saml_forge as forge  # noqa: E402
 from tests.services import RedisServer, free_port  # noqa: E402
 
+RETURNING = 1000
+"""Distinct returning people: Monday 09:00 is many people once each."""
+
 
 def acs_requests(keys: forge.KeyPair, port: int, n: int, signed: str) -> list[bytes]:
     base = f"http://127.0.0.1:{port}/saml/t"
@@ -43,9 +47,10 @@ def acs_requests(keys: forge.KeyPair, port: int, n: int, signed: str) -> list[by
         destination=f"{base}/acs", recipient=f"{base}/acs", audience=[f"{base}/metadata"]
     )
     out = []
-    for _ in range(n):
+    for i in range(n):
+        person = f"R{i % RETURNING:04d}"
         xml = forge.sign_spec(
-            replace(spec, response_id=forge.new_id(), assertion_id=forge.new_id()),
+            replace(spec, response_id=forge.new_id(), assertion_id=forge.new_id(), name_id=person),
             keys,
             target=signed,
         )
@@ -88,7 +93,10 @@ def main() -> int:
             def measure(server: servers.Server, signed: str = signed) -> LoadResult:
                 """Warm up (each worker imports and builds its caches), then the timed run."""
                 try:
-                    warm = run_load(server.port, acs_requests(idp, server.port, 100, signed))
+                    # The warm-up signs in every returning person once (their accounts).
+                    warm = run_load(
+                        server.port, acs_requests(idp, server.port, RETURNING, signed), 8, 60
+                    )
                     if warm.unexpected:
                         raise RuntimeError(f"warm-up failed: {warm.statuses}; see {server.log}")
                     requests = acs_requests(idp, server.port, supply, signed)
