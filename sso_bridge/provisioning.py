@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
@@ -340,7 +341,7 @@ class Provisioner:
         except IntegrityError:
             pass  # already recorded by an earlier, interrupted login
 
-    def _forget_grants(self, user_id: int, kind: str, names: set[str]) -> None:
+    def _forget_grants(self, user_id: int, kind: str, names: AbstractSet[str]) -> None:
         with self._db.session() as session:
             session.execute(
                 delete(LmsGrant).where(
