@@ -244,6 +244,7 @@ class Provisioner:
         desired = evaluate(self._rules, values)
         with self._db.session() as session:
             public_id = session.scalar(select(User.public_id).where(User.id == user_id))
+            grants = _grants_by_kind(session, user_id)
         account = self._lms.find(public_id) if public_id else None
         if account is None:
             return desired, ["no LMS account yet: it would be created at the next login"]
@@ -254,7 +255,7 @@ class Provisioner:
         ):
             if capability not in self._lms.capabilities:
                 continue
-            granted = self._grants(user_id, kind)
+            granted = grants.get(kind, frozenset())
             changes += [f"{kind} would be added: {n}" for n in sorted(wanted - present)]
             changes += [
                 f"{kind} would be removed: {n}" for n in sorted((granted - wanted) & present)
@@ -325,14 +326,6 @@ class Provisioner:
             if stale:
                 self._forget_grants(user_id, kind, stale)
         return actions
-
-    def _grants(self, user_id: int, kind: str) -> set[str]:
-        with self._db.session() as session:
-            return set(
-                session.scalars(
-                    select(LmsGrant.name).where(LmsGrant.user_id == user_id, LmsGrant.kind == kind)
-                )
-            )
 
     def _record_grant(self, user_id: int, kind: str, name: str) -> None:
         try:
