@@ -86,7 +86,6 @@ answers ``invalidrecord``; Moodle's own check is deeper in ``role_assign``).
 
 from __future__ import annotations
 
-import errno
 import json
 import re
 import secrets
@@ -99,10 +98,9 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 from xml.sax.saxutils import escape
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.services import HOST, ServiceError, free_port
+from tests.services import HOST, ServiceError, WsgiThread
 
 REST_PATH = "/webservice/rest/server.php"
 USERKEY_LOGIN_PATH = "/auth/userkey/login.php"
@@ -563,14 +561,6 @@ class _Injected:
     delays: list[float] = field(default_factory=list)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-    def log_error(self, format: str, *args: Any) -> None:
-        pass  # a client that timed out and left: expected with delay_next()
-
-
 # --- the fake -----------------------------------------------------------------------------
 
 
@@ -627,8 +617,7 @@ class FakeMoodle:
             "auth_userkey_request_login_url": self._request_login_url,
         }
         self.reset()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._http: WsgiThread | None = None
         self.port = 0
         self._start()
 
@@ -1375,38 +1364,12 @@ class FakeMoodle:
     # --- lifecycle -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        last: OSError | None = None
-        for _ in range(20):
-            port = free_port()
-            try:
-                server = make_server(
-                    HOST, port, self._wsgi, threaded=True, request_handler=_QuietHandler
-                )
-            except OSError as exc:  # taken between free_port() and bind()
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                last = exc
-                continue
-            self.port = port
-            self._server = server
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"fake-moodle-{port}",
-                daemon=True,
-            )
-            self._thread.start()
-            return
-        raise FakeMoodleError(f"could not bind a port on {HOST}: {last}")
+        self._http = WsgiThread(self._wsgi, "fake-moodle")
+        self.port = self._http.port
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._http is not None:
+            self._http.stop()
 
     def check(self) -> None:
         """Fail if a request hit a bug in the fake."""

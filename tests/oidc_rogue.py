@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import errno
 import functools
 import hashlib
 import hmac
@@ -52,10 +51,9 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from joserfc.jws import JWSRegistry
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
-from tests.services import HOST, ServiceError, free_port
+from tests.services import HOST, ServiceError, WsgiThread
 
 CLIENT_ID = "sso-bridge"
 CLIENT_SECRET = "rogue-client-secret-0123456789abcdef0123"  # tests only
@@ -297,11 +295,6 @@ def _redirect(location: str) -> Response:
     return Response("", status=302, headers={"Location": location})
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        pass
-
-
 class _OAuthError(Exception):
     def __init__(self, error: str, description: str, status: int = 400) -> None:
         super().__init__(description)
@@ -348,8 +341,7 @@ class RogueProvider:
         self.retired_keys: list[RSAKey] = []  # rotated out, still published (keep_old=True)
         self.reset()
         self.clear_records()
-        self._server: Any = None
-        self._thread: threading.Thread | None = None
+        self._http: WsgiThread | None = None
         self.port = 0
         self._start()
 
@@ -758,38 +750,12 @@ class RogueProvider:
     # --- the server -----------------------------------------------------------------------
 
     def _start(self) -> None:
-        last: OSError | None = None
-        for _attempt in range(5):
-            port = free_port()
-            try:
-                server = make_server(
-                    HOST, port, self._wsgi, threaded=True, request_handler=_QuietHandler
-                )
-            except OSError as exc:  # taken between free_port() and bind()
-                if exc.errno != errno.EADDRINUSE:
-                    raise
-                last = exc
-                continue
-            self.port = port
-            self._server = server
-            self._thread = threading.Thread(
-                target=server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name=f"rogue-op-{port}",
-                daemon=True,
-            )
-            self._thread.start()
-            return
-        raise RogueProviderError(f"could not bind a port on {HOST}: {last}")
+        self._http = WsgiThread(self._wsgi, "rogue-op")
+        self.port = self._http.port
 
     def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        if self._http is not None:
+            self._http.stop()
 
     def __enter__(self) -> RogueProvider:
         return self

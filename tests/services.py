@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import glob
 import json
 import os
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +34,7 @@ import redis
 from psycopg import sql
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 INSTALL_HINT = (
     "run `make test` (it installs redis-server and postgresql) or scripts/install-system-deps.sh"
@@ -102,6 +105,62 @@ for task in tasks.values():
     if task.get("rmtree"):
         shutil.rmtree(task["rmtree"], ignore_errors=True)
 """
+
+
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server that leads its own process group (start_new_session), and its children."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
+
+    def log_error(self, format: str, *args: Any) -> None:
+        pass  # a client that timed out and left: expected when a test delays an answer
+
+
+class WsgiThread:
+    """A WSGI app served by werkzeug on a free 127.0.0.1 port, from a daemon thread."""
+
+    def __init__(self, app: Callable[..., Any], name: str) -> None:
+        last: OSError | None = None
+        for _ in range(20):
+            port = free_port()
+            try:
+                server = make_server(HOST, port, app, threaded=True, request_handler=_QuietHandler)
+            except OSError as exc:  # taken between free_port() and bind()
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                last = exc
+                continue
+            self.port = port
+            self._server: Any = server
+            self._thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.05},
+                name=f"{name}-{port}",
+                daemon=True,
+            )
+            self._thread.start()
+            return
+        raise ServiceError(f"could not bind a port on {HOST}: {last}")
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; a second call does nothing."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        self._thread.join(timeout=10)
 
 
 class _Janitor:

@@ -38,7 +38,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -53,7 +52,14 @@ import pytest
 import requests
 from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
-from tests.services import HOST, ServiceError, _janitor, _log_tail, free_port
+from tests.services import (
+    HOST,
+    ServiceError,
+    _janitor,
+    _log_tail,
+    free_port,
+    stop_process_group,
+)
 
 INSTALL_HINT = "run `make test` or scripts/install-system-deps.sh"
 NODE_DIR = Path(__file__).resolve().parent / "node"
@@ -63,7 +69,6 @@ NODE_MODULES = NODE_DIR / "node_modules"
 # oidc-provider 9 calls URL.parse (Node.js 20.18 and later) and crypto.hash (20.12).
 MIN_NODE = (20, 18)
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 HTTP_TIMEOUT = 15.0
 NPM_TIMEOUT = 600.0
 
@@ -633,7 +638,7 @@ class OidcProvider:
         """Stop and start again on the same port: sessions, grants and tokens are lost."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            _stop_process_group(proc)
+            stop_process_group(proc)
         self._write_config()
         self._spawn()
 
@@ -641,7 +646,7 @@ class OidcProvider:
         """Stop the server and remove its directory."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            _stop_process_group(proc)
+            stop_process_group(proc)
         shutil.rmtree(self.dir, ignore_errors=True)
         _janitor.discard(self._key)
         _live.pop(id(self), None)
@@ -778,7 +783,7 @@ class OidcProvider:
             self._wait_until_ready()
         except BaseException:
             proc, self._proc = self._proc, None
-            _stop_process_group(proc)
+            stop_process_group(proc)
             raise
 
     def _wait_until_ready(self) -> None:
@@ -870,18 +875,6 @@ class OidcProvider:
                 f"{response.status_code}: {_parse(response.text).text[:2000]}\n"
                 f"its log:\n{self.log_tail()}"
             )
-
-
-def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
-    # The server leads its own process group (start_new_session); signal the whole group.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 # --- pytest fixture ------------------------------------------------------------------------------

@@ -31,7 +31,6 @@ import html
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -50,7 +49,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
-from tests.services import HOST, ServiceError, _janitor, _log_tail, free_port
+from tests.services import (
+    HOST,
+    ServiceError,
+    _janitor,
+    _log_tail,
+    free_port,
+    stop_process_group,
+)
 
 INSTALL_HINT = "run `make test` or scripts/install-system-deps.sh"
 TEMPLATES = Path(__file__).resolve().parent / "templates"
@@ -59,7 +65,6 @@ SIMPLESAMLPHP_DIR = Path(
     os.environ.get("SSO_BRIDGE_TEST_SIMPLESAMLPHP", "/usr/share/simplesamlphp")
 )
 START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 HTTP_TIMEOUT = 15.0
 
 PASSWORD = "password"  # every test user's password (tests only)
@@ -627,7 +632,7 @@ class SimpleSamlIdp:
         """Stop the server and remove its directory."""
         proc, self._proc = self._proc, None
         if proc is not None:
-            _stop_process_group(proc)
+            stop_process_group(proc)
         shutil.rmtree(self.dir, ignore_errors=True)
         _janitor.discard(self._key)
         _live.pop(id(self), None)
@@ -747,7 +752,7 @@ class SimpleSamlIdp:
             self._wait_until_ready()
         except BaseException:
             proc, self._proc = self._proc, None
-            _stop_process_group(proc)
+            stop_process_group(proc)
             raise
 
     def _wait_until_ready(self) -> None:
@@ -814,18 +819,6 @@ class SimpleSamlIdp:
             if "SAMLResponse" in form.fields:
                 return urljoin(url, form.action), dict(form.fields)
         return None
-
-
-def _stop_process_group(proc: subprocess.Popen[bytes]) -> None:
-    # The server leads its own process group (start_new_session); signal the whole group.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _is_error_page(page: str) -> bool:
