@@ -9,7 +9,6 @@ load, with the connection types and the settings the page describes.
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 from sso_bridge import errors
 from sso_bridge.connectors.oidc import DEFAULT_CLAIMS
 from sso_bridge.settings import OAuth2Connection, OidcConnection, load_settings
+from tests.doc_tables import ROW, reason_codes, section, troubleshooting_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "oidc.md"
@@ -32,58 +32,32 @@ OTHER_REFUSALS: tuple[type[errors.BridgeError], ...] = (
     errors.NextNotAllowed,
     errors.RateLimited,
 )
-ROW = re.compile(r"^\| `([^`]+)` \| ([^|]*)\|(.*)$", re.MULTILINE)
-
-
-def section(heading: str) -> str:
-    """The text under the first heading matching ``heading`` (a regex), up to the next one
-    of the same or a higher level."""
-    text = DOC.read_text(encoding="utf-8")
-    match = re.search(rf"^(#+) {heading}$", text, flags=re.MULTILINE)
-    assert match, f"no heading {heading!r} in {DOC.name}"
-    level = len(match.group(1))
-    rest = text[match.end() :]
-    end = re.search(rf"^#{{1,{level}}} ", rest, flags=re.MULTILINE)
-    return rest[: end.start()] if end else rest
-
-
-def oidc_refusals() -> dict[str, int]:
-    """Reason code -> HTTP status of every OidcRefused class (the base included)."""
-    classes = [
-        cls
-        for _, cls in inspect.getmembers(errors, inspect.isclass)
-        if issubclass(cls, errors.OidcRefused)
-    ]
-    assert errors.OidcRefused in classes
-    return {cls.code: cls.status for cls in classes}
-
-
-def troubleshooting_rows() -> dict[str, str]:
-    rows: dict[str, str] = {}
-    for code, status, _ in ROW.findall(section(r"\d+\. Troubleshooting")):
-        assert code not in rows, f"{code} is listed twice"
-        rows[code] = status.strip()
-    return rows
 
 
 def test_every_oidc_reason_code_is_in_the_troubleshooting_table() -> None:
-    documented = troubleshooting_rows()
-    missing = sorted(set(oidc_refusals()) - set(documented))
+    documented = troubleshooting_rows(DOC)
+    missing = sorted(set(reason_codes(errors, errors.OidcRefused)) - set(documented))
     assert missing == [], f"codes missing from the troubleshooting table of {DOC.name}"
 
 
 def test_the_troubleshooting_table_lists_no_unknown_code() -> None:
-    known = {**oidc_refusals(), **{cls.code: cls.status for cls in OTHER_REFUSALS}}
-    documented = troubleshooting_rows()
+    known = {
+        **reason_codes(errors, errors.OidcRefused),
+        **{cls.code: cls.status for cls in OTHER_REFUSALS},
+    }
+    documented = troubleshooting_rows(DOC)
     assert sorted(set(documented) - set(known)) == [], f"{DOC.name} lists unknown codes"
     assert sorted(set(known) - set(documented)) == [], f"codes missing from {DOC.name}"
 
 
 def test_each_row_has_the_status_of_its_code() -> None:
-    known = {**oidc_refusals(), **{cls.code: cls.status for cls in OTHER_REFUSALS}}
+    known = {
+        **reason_codes(errors, errors.OidcRefused),
+        **{cls.code: cls.status for cls in OTHER_REFUSALS},
+    }
     wrong = {
         code: status
-        for code, status in troubleshooting_rows().items()
+        for code, status in troubleshooting_rows(DOC).items()
         if code in known and status != str(known[code])
     }
     assert wrong == {}, "statuses in the table differ from sso_bridge/errors.py"
@@ -92,7 +66,7 @@ def test_each_row_has_the_status_of_its_code() -> None:
 def test_the_claims_table_lists_the_names_the_connector_recognizes() -> None:
     table = {
         field: tuple(re.findall(r"`([^`]+)`", names))
-        for field, names, _ in ROW.findall(section(r"\d+\.\d+ Claims"))
+        for field, names, _ in ROW.findall(section(DOC, r"\d+\.\d+ Claims"))
     }
     assert table == dict(DEFAULT_CLAIMS)
 

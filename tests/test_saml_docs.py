@@ -9,13 +9,13 @@ attribute block valid once uncommented.
 
 from __future__ import annotations
 
-import inspect
 import re
 from pathlib import Path
 
 from sso_bridge import errors
 from sso_bridge.connectors.saml import DEFAULT_ATTRIBUTES
 from sso_bridge.settings import SamlConnection, load_settings
+from tests.doc_tables import ROW, reason_codes, section, troubleshooting_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "saml.md"
@@ -29,49 +29,20 @@ OTHER_REFUSALS: tuple[type[errors.BridgeError], ...] = (
     errors.NextNotAllowed,
     errors.RateLimited,
 )
-ROW = re.compile(r"^\| `([^`]+)` \| ([^|]*)\|(.*)$", re.MULTILINE)
-
-
-def section(heading: str) -> str:
-    """The text under the first heading matching ``heading`` (a regex), up to the next one
-    of the same or a higher level."""
-    text = DOC.read_text(encoding="utf-8")
-    match = re.search(rf"^(#+) {heading}$", text, flags=re.MULTILINE)
-    assert match, f"no heading {heading!r} in {DOC.name}"
-    level = len(match.group(1))
-    rest = text[match.end() :]
-    end = re.search(rf"^#{{1,{level}}} ", rest, flags=re.MULTILINE)
-    return rest[: end.start()] if end else rest
-
-
-def saml_refusals() -> dict[str, int]:
-    """Reason code -> HTTP status of every SamlRefused class (the base included)."""
-    classes = [
-        cls
-        for _, cls in inspect.getmembers(errors, inspect.isclass)
-        if issubclass(cls, errors.SamlRefused)
-    ]
-    assert errors.SamlRefused in classes
-    return {cls.code: cls.status for cls in classes}
-
-
-def troubleshooting_rows() -> dict[str, str]:
-    rows: dict[str, str] = {}
-    for code, status, _ in ROW.findall(section(r"\d+\. Troubleshooting")):
-        assert code not in rows, f"{code} is listed twice"
-        rows[code] = status.strip()
-    return rows
 
 
 def test_every_saml_reason_code_is_in_the_troubleshooting_table() -> None:
-    documented = troubleshooting_rows()
-    missing = sorted(set(saml_refusals()) - set(documented))
+    documented = troubleshooting_rows(DOC)
+    missing = sorted(set(reason_codes(errors, errors.SamlRefused)) - set(documented))
     assert missing == [], f"codes missing from the troubleshooting table of {DOC.name}"
 
 
 def test_the_troubleshooting_table_lists_no_unknown_code() -> None:
-    known = {**saml_refusals(), **{cls.code: cls.status for cls in OTHER_REFUSALS}}
-    documented = troubleshooting_rows()
+    known = {
+        **reason_codes(errors, errors.SamlRefused),
+        **{cls.code: cls.status for cls in OTHER_REFUSALS},
+    }
+    documented = troubleshooting_rows(DOC)
     assert sorted(set(documented) - set(known)) == [], f"{DOC.name} lists unknown codes"
     assert sorted(set(known) - set(documented)) == [], f"codes missing from {DOC.name}"
     wrong = {code: status for code, status in documented.items() if status != str(known[code])}
@@ -81,7 +52,7 @@ def test_the_troubleshooting_table_lists_no_unknown_code() -> None:
 def test_the_attribute_table_lists_the_names_the_connector_recognizes() -> None:
     table = {
         field: tuple(re.findall(r"`([^`]+)`", names))
-        for field, names, _ in ROW.findall(section(r"\d+\.\d+ Attributes"))
+        for field, names, _ in ROW.findall(section(DOC, r"\d+\.\d+ Attributes"))
     }
     assert table == dict(DEFAULT_ATTRIBUTES)
 
