@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ def naive_saml(settings_json: str, port: int, workers: int) -> Server:
 
 
 def _log(port: int) -> Path:
-    return Path(os.environ.get("TMPDIR", "/tmp")) / f"sso-bridge-bench-{port}.log"
+    return Path(tempfile.gettempdir()) / f"sso-bridge-bench-{port}.log"
 
 
 def _trivial_app() -> Any:
