@@ -78,4 +78,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the demo's threads read while one writes; busy_timeout queues writers.
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # SQLite's advice for WAL: NORMAL syncs at checkpoints, not at every commit, and the
+    # database stays consistent through a crash; a power cut may lose the last commits.
+    # FULL (the default) cost an fsync per login, about a third of a returning login's
+    # time; a deployment that cannot lose one is on PostgreSQL (docs/operations.md).
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

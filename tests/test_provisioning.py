@@ -59,6 +59,20 @@ def test_migrations_create_every_table_and_are_idempotent(database: Database) ->
     assert {"users", "identity_links", "audit_events", "oidc_clients", "alembic_version"} <= tables
 
 
+def test_sqlite_runs_in_wal_mode_with_normal_sync(tmp_path: Path) -> None:
+    # NORMAL (not FULL): no fsync per commit; WAL keeps the database consistent through
+    # a crash. Every pooled connection must have it, not just the first.
+    db = Database(f"sqlite:///{tmp_path}/pragmas.db")
+    try:
+        with db.engine.connect() as one, db.engine.connect() as two:
+            for conn in (one, two):
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        db.dispose()
+
+
 def test_create_then_update_changed_fields(database: Database) -> None:
     provisioner = Provisioner(database, MemoryStore(), BuiltinLms(database))
     first = provisioner.provision(ADA)
