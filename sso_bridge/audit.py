@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 
 from .db import Database
 from .logs import get_logger
@@ -52,9 +52,10 @@ class Auditor:
             remote_addr=record.remote_addr,
             detail=record.detail,
         )
+        # A plain INSERT, not the ORM's unit of work: one is written at every login.
         with self._db.session() as session:
-            session.add(
-                AuditEvent(
+            session.execute(
+                insert(AuditEvent).values(
                     event=record.event,
                     outcome=record.outcome,
                     reason=record.reason,

@@ -156,13 +156,17 @@ class Provisioner:
 
     def _record(self, identity: Identity) -> _Record:
         with self._db.session() as session:
-            link = session.scalars(
-                select(IdentityLink).where(
+            # The link and its user in one query (a lazy `link.user` would be a second).
+            found = session.execute(
+                select(IdentityLink, User)
+                .join(User, IdentityLink.user_id == User.id)
+                .where(
                     IdentityLink.connection == identity.connection,
                     IdentityLink.subject == identity.subject,
                 )
             ).one_or_none()
-            if link is None:
+            grants: dict[str, frozenset[str]] = {}
+            if found is None:
                 if not identity.active:
                     # A leaver who never had an account gets none.
                     raise AccountBlocked(
@@ -178,7 +182,11 @@ class Provisioner:
                 session.flush()
                 created, changed = True, tuple[str, ...]()
             else:
-                user = link.user
+                link, user = found
+                # Read before anything changes, so the query does not first flush the
+                # changes below (one write at commit); under the person's lock only this
+                # login changes their grants.
+                grants = _grants_by_kind(session, user.id)
                 # A person blocked by an administrator is frozen: nothing upstream changes
                 # their record until the block is lifted.
                 created = False
@@ -199,9 +207,7 @@ class Provisioner:
                 account_profile(user, identity.subject),
                 facts(identity.profile(), identity.connection),
                 lms_account_id=user.lms_account_id,
-                # Read with the record, in one query: under the person's lock only this
-                # login changes them.
-                grants=_grants_by_kind(session, user.id) if not created else {},
+                grants=grants,
                 # An admin block is applied in the LMS too (suspended), then refused.
                 blocked_reason=f"blocked by an administrator: {user.blocked_reason}"
                 if user.blocked

@@ -26,19 +26,22 @@ class BuiltinLms:
         self._db = db
 
     def find(self, external_id: str) -> LmsAccount | None:
+        # The account and its memberships in one query (this runs at every login).
         with self._db.session() as session:
-            user = session.scalars(select(User).where(User.public_id == external_id)).first()
-            if user is None:
-                return None
-            rows = session.scalars(
-                select(BuiltinMembership).where(BuiltinMembership.user_id == user.id)
+            rows = session.execute(
+                select(BuiltinMembership.kind, BuiltinMembership.name)
+                .select_from(User)
+                .outerjoin(BuiltinMembership, BuiltinMembership.user_id == User.id)
+                .where(User.public_id == external_id)
             ).all()
-            return LmsAccount(
-                account_id=user.public_id,
-                external_id=user.public_id,
-                groups=frozenset(r.name for r in rows if r.kind == "group"),
-                courses=frozenset(r.name for r in rows if r.kind == "course"),
-            )
+        if not rows:
+            return None
+        return LmsAccount(
+            account_id=external_id,
+            external_id=external_id,
+            groups=frozenset(name for kind, name in rows if kind == "group"),
+            courses=frozenset(name for kind, name in rows if kind == "course"),
+        )
 
     def create(self, profile: AccountProfile) -> LmsAccount:
         # The user row is the account: provisioning made it before asking the LMS.
