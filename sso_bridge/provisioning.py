@@ -43,6 +43,7 @@ from .lms.base import (
     LmsAdapter,
     LmsError,
     LmsRejected,
+    LmsTargetMissing,
     LmsUnavailable,
 )
 from .logs import get_logger
@@ -76,6 +77,7 @@ class Provisioned:
     changed: tuple[str, ...]
     lms_actions: tuple[str, ...] = field(default_factory=tuple)
     account: LmsAccount | None = None
+    lms_calls: tuple[dict[str, object], ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,43 @@ class _Record:
         return self.lms_account_id is not None
 
 
+@dataclass
+class _LmsJob:
+    """One login's LMS work: its time budget, and every call's outcome for the audit event.
+
+    Per login, never on the shared Provisioner: threads of one worker provision
+    different people at once, and one login's budget must not move another's.
+    """
+
+    lms: LmsAdapter
+    sleep: Callable[[float], None]
+    deadline: float
+    calls: list[dict[str, object]] = field(default_factory=list)
+
+    def run(self, what: str, call: Callable[[], T]) -> T:
+        """Run an LMS call, retrying transient failures a bounded number of times."""
+        for attempt in range(1, LMS_ATTEMPTS + 1):
+            if time.monotonic() > self.deadline:
+                self.calls.append(
+                    {"call": what, "outcome": "budget_spent", "attempts": attempt - 1}
+                )
+                raise LmsUnavailable("the provisioning time budget is spent")
+            try:
+                result = call()
+            except LmsUnavailable as exc:
+                if attempt == LMS_ATTEMPTS:
+                    self.calls.append({"call": what, "outcome": exc.code, "attempts": attempt})
+                    raise
+                self.sleep(LMS_BACKOFF * 2 ** (attempt - 1))
+            except LmsError as exc:
+                self.calls.append({"call": what, "outcome": exc.code, "attempts": attempt})
+                raise
+            else:
+                self.calls.append({"call": what, "outcome": "ok", "attempts": attempt})
+                return result
+        raise AssertionError("unreachable")
+
+
 class Provisioner:
     def __init__(
         self,
@@ -111,7 +150,6 @@ class Provisioner:
         self._lms = lms
         self._rules = list(rules)
         self._sleep = sleep
-        self._deadline = float("inf")
 
     def provision(self, identity: Identity) -> Provisioned:
         """Create or update the person here and in the LMS, or raise AccountBlocked."""
@@ -127,21 +165,27 @@ class Provisioner:
                 # takes the update path.
                 record = self._record(identity)
             active = identity.active and record.blocked_reason is None
-            self._deadline = time.monotonic() + LMS_BUDGET
+            job = _LmsJob(self._lms, self._sleep, time.monotonic() + LMS_BUDGET)
+            account: LmsAccount | None = None
+            actions: list[str] = []
             try:
-                account, actions = self._bring_lms_in_line(record, active)
+                account, actions = self._bring_lms_in_line(job, record, active)
             except LmsError as exc:
+                # The refusal's audit event says which call failed, and how often it
+                # was tried.
+                exc.context.update(user_id=record.user_id, lms_calls=job.calls)
                 if active:
                     raise
                 # A leaver (or blocked person) is refused as such even while the LMS is
                 # down; the suspension is attempted again at their next login.
                 log.warning("lms_suspend_failed", user_id=record.user_id, reason=exc.code)
         if record.blocked_reason is not None:
-            raise AccountBlocked(record.blocked_reason, user_id=record.user_id)
+            raise AccountBlocked(record.blocked_reason, user_id=record.user_id, lms_calls=job.calls)
         if not identity.active:
             raise AccountBlocked(
                 f"employment_status {identity.employment_status!r} is not active",
                 user_id=record.user_id,
+                lms_calls=job.calls,
             )
         return Provisioned(
             record.user_id,
@@ -150,6 +194,7 @@ class Provisioner:
             record.changed,
             tuple(actions),
             account,
+            tuple(job.calls),
         )
 
     # -- step 1: the bridge's own record ---------------------------------------------------
@@ -217,27 +262,26 @@ class Provisioner:
     # -- step 2: the LMS ----------------------------------------------------------------------
 
     def _bring_lms_in_line(
-        self, record: _Record, active: bool
+        self, job: _LmsJob, record: _Record, active: bool
     ) -> tuple[LmsAccount | None, list[str]]:
         lms = self._lms
         actions: list[str] = []
-        account = self._retry(lambda: lms.find(record.public_id))
+        account = job.run("find", partial(lms.find, record.public_id))
         if account is None:
             if not active:
                 return None, actions
             # Looked up again on every attempt: a create whose answer was lost (timeout)
             # did happen, and must be found rather than made twice.
-            account = self._retry(lambda: self._find_or_create(record))
+            account = job.run("create", partial(self._find_or_create, record))
             actions.append("account created")
         elif record.changed or not record.synced:
-            current = account
-            self._retry(lambda: lms.update(current, record.profile))
+            job.run("update", partial(lms.update, account, record.profile))
             actions.append("account updated: " + ", ".join(record.changed or ("resync",)))
         if SUSPEND in lms.capabilities:
-            actions += self._suspension(record, account, active)
+            actions += self._suspension(job, record, account, active)
         if active:
             desired = evaluate(self._rules, record.facts)
-            actions += self._memberships(record, account, desired)
+            actions += self._memberships(job, record, account, desired)
         if record.lms_account_id != account.account_id:
             with self._db.session() as session:
                 user = session.get(User, record.user_id)
@@ -285,7 +329,9 @@ class Provisioner:
                 raise
             return found
 
-    def _suspension(self, record: _Record, account: LmsAccount, active: bool) -> list[str]:
+    def _suspension(
+        self, job: _LmsJob, record: _Record, account: LmsAccount, active: bool
+    ) -> list[str]:
         """Suspend a leaver; reinstate only a suspension the bridge itself made.
 
         An LMS admin's suspension is theirs: the bridge never lifts it.
@@ -294,17 +340,19 @@ class Provisioner:
         ours = "bridge" in record.grants.get("suspension", frozenset())
         if not active and not account.suspended:
             self._record_grant(user_id, "suspension", "bridge")
-            self._retry(partial(self._lms.set_suspended, account, True))
+            job.run("suspend", partial(self._lms.set_suspended, account, True))
             return ["account suspended"]
         if active and account.suspended and ours:
-            self._retry(partial(self._lms.set_suspended, account, False))
+            job.run("reinstate", partial(self._lms.set_suspended, account, False))
             self._forget_grants(user_id, "suspension", {"bridge"})
             return ["account reinstated"]
         if active and account.suspended:
             raise AccountBlocked("suspended in the LMS by an administrator", user_id=user_id)
         return []
 
-    def _memberships(self, record: _Record, account: LmsAccount, desired: Desired) -> list[str]:
+    def _memberships(
+        self, job: _LmsJob, record: _Record, account: LmsAccount, desired: Desired
+    ) -> list[str]:
         user_id = record.user_id
         lms = self._lms
         actions = []
@@ -322,11 +370,21 @@ class Provisioner:
                 # Recorded first: if the add happens but the process dies before it is
                 # noted, the membership would otherwise never be taken away again.
                 self._record_grant(user_id, kind, name)
-                self._retry(partial(add, account, name))
+                try:
+                    job.run(f"add {kind} {name}", partial(add, account, name))
+                except LmsTargetMissing as exc:
+                    # A rule names a group or course the LMS does not have: a mistake in
+                    # the configuration (`sso-bridge check` names it). Refusing the login
+                    # would lock out everyone the rule matches, so the rest is set up and
+                    # the audit event says what was skipped.
+                    self._forget_grants(user_id, kind, {name})
+                    log.warning("lms_target_missing", kind=kind, name=name, detail=exc.detail)
+                    actions.append(f"{kind} skipped, not in the LMS: {name}")
+                    continue
                 actions.append(f"{kind} added: {name}")
             # Only what the bridge granted comes off: an LMS admin's own memberships stay.
             for name in sorted((granted - wanted) & present):
-                self._retry(partial(remove, account, name))
+                job.run(f"remove {kind} {name}", partial(remove, account, name))
                 actions.append(f"{kind} removed: {name}")
             stale = granted - wanted
             if stale:
@@ -347,19 +405,6 @@ class Provisioner:
                     LmsGrant.user_id == user_id, LmsGrant.kind == kind, LmsGrant.name.in_(names)
                 )
             )
-
-    def _retry(self, call: Callable[[], T]) -> T:
-        """Run an LMS call, retrying transient failures a bounded number of times."""
-        for attempt in range(LMS_ATTEMPTS):
-            if time.monotonic() > self._deadline:
-                raise LmsUnavailable("the provisioning time budget is spent")
-            try:
-                return call()
-            except LmsUnavailable:
-                if attempt == LMS_ATTEMPTS - 1:
-                    raise
-                self._sleep(LMS_BACKOFF * 2**attempt)
-        raise AssertionError("unreachable")
 
 
 def account_profile(user: User, employee_number: str) -> AccountProfile:

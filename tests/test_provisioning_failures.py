@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from sso_bridge.db import Database
 from sso_bridge.errors import AccountBlocked
@@ -23,9 +24,10 @@ from sso_bridge.lms.base import (
     AccountProfile,
     LmsAccount,
     LmsRejected,
+    LmsTargetMissing,
     LmsUnavailable,
 )
-from sso_bridge.models import User
+from sso_bridge.models import LmsGrant, User
 from sso_bridge.provisioning import Provisioner
 from sso_bridge.settings import RuleSettings
 from sso_bridge.state import MemoryStore
@@ -205,3 +207,96 @@ def test_an_admin_block_suspends_the_lms_account(db: Database) -> None:
     with pytest.raises(AccountBlocked, match="security review"):
         provisioner(db, lms).provision(ADA)
     assert only(lms)["suspended"] is True
+
+
+def grants_of(db: Database, user_id: int) -> set[tuple[str, str]]:
+    with db.session() as session:
+        rows = session.execute(
+            select(LmsGrant.kind, LmsGrant.name).where(LmsGrant.user_id == user_id)
+        )
+        return {(kind, name) for kind, name in rows}
+
+
+def test_a_rule_naming_a_group_the_lms_lacks_skips_it_and_lets_the_person_in(
+    db: Database,
+) -> None:
+    class WithoutEngg(ScriptedLms):
+        def add_to_group(self, account: LmsAccount, group: str) -> None:
+            if group == "cohort-engg":
+                raise LmsTargetMissing("no cohort cohort-engg")
+            super().add_to_group(account, group)
+
+    lms = WithoutEngg()
+    rules = [
+        *RULES,
+        RuleSettings(name="typo", when={"department": ["Engineering"]}, groups=["cohort-engg"]),
+    ]
+
+    done = provisioner(db, lms, rules).provision(ADA)
+
+    assert only(lms)["groups"] == {"cohort-eng"}
+    assert "group skipped, not in the LMS: cohort-engg" in done.lms_actions
+    assert "group added: cohort-eng" in done.lms_actions
+    # No grant is kept for what was never given: nothing to take away later.
+    assert grants_of(db, done.user_id) == {("group", "cohort-eng")}
+    assert {"call": "add group cohort-engg", "outcome": "lms_target_missing", "attempts": 1} in (
+        done.lms_calls
+    )
+
+
+def test_every_lms_call_and_its_attempts_are_reported(db: Database) -> None:
+    lms = ScriptedLms()
+    lms.fail["find"] = [LmsUnavailable("slow")]
+
+    done = provisioner(db, lms, RULES).provision(ADA)
+
+    assert list(done.lms_calls) == [
+        {"call": "find", "outcome": "ok", "attempts": 2},
+        {"call": "create", "outcome": "ok", "attempts": 1},
+        {"call": "add group cohort-eng", "outcome": "ok", "attempts": 1},
+    ]
+
+
+def test_a_failed_call_is_named_in_the_refusal(db: Database) -> None:
+    lms = ScriptedLms()
+    lms.fail["create"] = [LmsUnavailable("down")] * 3
+
+    with pytest.raises(LmsUnavailable) as exc:
+        provisioner(db, lms).provision(ADA)
+
+    assert exc.value.context["lms_calls"] == [
+        {"call": "find", "outcome": "ok", "attempts": 1},
+        {"call": "create", "outcome": "lms_unavailable", "attempts": 3},
+    ]
+    assert exc.value.context["user_id"] is not None
+
+
+def test_one_logins_time_budget_is_not_moved_by_another_login(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One Provisioner serves every thread of a worker. Ada's LMS work must stop at her own
+    # budget even if Grace's login starts (and would set a later deadline) meanwhile.
+    clock = [1000.0]
+    monkeypatch.setattr("sso_bridge.provisioning.time.monotonic", lambda: clock[0])
+    lms = ScriptedLms()
+    shared = provisioner(db, lms)
+    grace = replace(ADA, subject="E2", email="grace@example.com")
+
+    class SlowLms(ScriptedLms):
+        def find(self, external_id: str) -> LmsAccount | None:
+            if external_id == ada_public_id[0] and not started_grace[0]:
+                started_grace[0] = True
+                clock[0] += 30  # Ada's find takes 30 s; Grace logs in meanwhile
+                shared.provision(grace)
+                clock[0] += 15  # 45 s into Ada's 40 s budget
+                raise LmsUnavailable("slow")
+            return super().find(external_id)
+
+    ada_public_id = [provisioner(db, lms).provision(ADA).public_id]
+    started_grace = [False]
+    slow = SlowLms()
+    slow.accounts = lms.accounts
+    shared = provisioner(db, slow)
+
+    with pytest.raises(LmsUnavailable, match="budget"):
+        shared.provision(ADA)

@@ -83,7 +83,11 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
             subject=identity.subject,
             user_id=provisioned.user_id,
             remote_addr=request.remote_addr,
-            detail={"changed": list(provisioned.changed), "lms": list(provisioned.lms_actions)},
+            detail={
+                "changed": list(provisioned.changed),
+                "lms": list(provisioned.lms_actions),
+                "lms_calls": list(provisioned.lms_calls),
+            },
         )
     )
     metrics.LOGINS.labels(identity.connection, SUCCESS).inc()
