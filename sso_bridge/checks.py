@@ -66,6 +66,16 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
             # builtin adapter is the bridge's own database, checked above.)
             if adapter.name != "builtin":
                 adapter.find("sso-bridge-check")
+            # A rule naming a course the LMS lacks does not stop logins (the grant is
+            # skipped and audited), so this is the place that says so.
+            absent = adapter.missing_targets(
+                {g for rule in settings.rules for g in rule.groups},
+                {c for rule in settings.rules for c in rule.courses},
+            )
+            if absent:
+                raise RuntimeError(
+                    "the rules name what the LMS does not have: " + ", ".join(absent)
+                )
         finally:
             db.dispose()
 

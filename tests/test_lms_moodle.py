@@ -24,6 +24,7 @@ from sso_bridge.lms.base import (
     AccountProfile,
     LmsAccount,
     LmsRejected,
+    LmsTargetMissing,
     LmsUnavailable,
 )
 from sso_bridge.lms.moodle import MoodleLms, encode_params, moodle_lang
@@ -246,10 +247,25 @@ def test_a_missing_cohort_is_created_once(moodle: FakeMoodle, lms: MoodleLms) ->
 def test_a_missing_cohort_is_refused_when_creating_is_off(moodle: FakeMoodle) -> None:
     lms = MoodleLms(moodle.base_url, moodle.token, create_cohorts=False)
     account = lms.create(ADA)
-    with pytest.raises(LmsRejected) as exc:
+    with pytest.raises(LmsTargetMissing) as exc:
         lms.add_to_group(account, "engineering")
-    assert "not exists" in str(exc.value)
+    assert rejected_code(exc) == "nocohort"
     assert moodle.cohort_id("engineering") is None
+
+
+def test_missing_targets_names_the_cohorts_and_courses_moodle_lacks(moodle: FakeMoodle) -> None:
+    moodle.add_cohort("sales")
+    course_id = moodle.add_course("HIST", "History")
+    lms = MoodleLms(moodle.base_url, moodle.token, create_cohorts=False)
+
+    missing = lms.missing_targets(
+        {"sales", "engineering"}, {"HIST", f"id:{course_id}", "NOPE", "id:999999"}
+    )
+
+    assert missing == ["group engineering", "course NOPE", "course id:999999"]
+    # With cohorts created on demand, only the courses can be missing.
+    creating = MoodleLms(moodle.base_url, moodle.token, create_cohorts=True)
+    assert creating.missing_targets({"engineering"}, {"HIST"}) == []
 
 
 def test_managed_cohorts_limit_what_is_read(moodle: FakeMoodle) -> None:
@@ -317,7 +333,7 @@ def test_enrol_by_course_id_and_role(moodle: FakeMoodle) -> None:
 
 def test_enrol_in_an_unknown_course_is_refused(moodle: FakeMoodle, lms: MoodleLms) -> None:
     account = lms.create(ADA)
-    with pytest.raises(LmsRejected) as exc:
+    with pytest.raises(LmsTargetMissing) as exc:
         lms.enrol(account, "NOPE")
     assert rejected_code(exc) == "nocourse"
 
@@ -718,3 +734,37 @@ client_id = "lms"
         )
     }
     assert "invalidtoken" in rows["LMS adapter moodle"]["problem"]
+
+
+def test_check_names_the_courses_a_rule_wants_that_moodle_lacks(
+    tmp_path: Any, keys: Any, moodle: FakeMoodle
+) -> None:
+    from click.testing import CliRunner
+
+    from sso_bridge.cli import main
+
+    from .test_cli import config_file
+
+    moodle.add_course("SAFETY", "Safety at work")
+    lms_and_rules = f"""
+[lms]
+type = "moodle"
+api_url = "{moodle.base_url}"
+api_token = "{moodle.token}"
+base_url = "http://127.0.0.1:5000/lms"
+client_id = "lms"
+
+[[rules]]
+name = "everyone"
+courses = ["SAFETY", "SAFTEY"]
+"""
+    head, tail = config_file(tmp_path, keys).read_text().split("[connections.acme]", 1)
+    path = tmp_path / "moodle.toml"
+    path.write_text(head + lms_and_rules + "\n[connections.acme]" + tail)
+
+    result = CliRunner().invoke(main, ["--config", str(path), "check", "--json"])
+
+    row = next(r for r in json.loads(result.output) if r["check"] == "LMS adapter moodle")
+    assert not row["ok"]
+    assert "course SAFTEY" in row["problem"] and "course SAFETY" not in row["problem"]
+    assert result.exit_code != 0

@@ -9,6 +9,7 @@ subclasses; anything else is a bug.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -48,6 +49,13 @@ class LmsRejected(LmsError):
         "account already uses your e-mail address). Please contact your IT team and "
         "quote the reference below."
     )
+
+
+class LmsTargetMissing(LmsRejected):
+    """A group or course a rule names does not exist in the LMS (and the adapter does not
+    create it): a configuration problem, which `sso-bridge check` reports."""
+
+    code = "lms_target_missing"
 
 
 @dataclass(frozen=True)
@@ -111,3 +119,7 @@ class LmsAdapter(Protocol):
     def login_url(self, account: LmsAccount, target: str) -> str | None:
         """A URL that signs the person in at ``target`` directly, or None to use the
         bridge's OpenID Provider handoff."""
+
+    def missing_targets(self, groups: Set[str], courses: Set[str]) -> list[str]:
+        """Of these groups and courses (the rules'), those the LMS does not have and the
+        adapter would not create, as "group X" / "course Y" (for `sso-bridge check`)."""

@@ -8,6 +8,7 @@ blocked and inactive people, so there is nothing more to store for it.
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import ClassVar
 
 from sqlalchemy import delete, select
@@ -70,6 +71,9 @@ class BuiltinLms:
 
     def login_url(self, account: LmsAccount, target: str) -> str | None:
         return None  # the handoff goes through the bridge's OpenID Provider
+
+    def missing_targets(self, groups: Set[str], courses: Set[str]) -> list[str]:
+        return []  # groups and courses are names here: any name a rule gives exists
 
     def memberships(self, user_id: int) -> dict[str, list[str]]:
         """Groups and courses of a user, for the provider's claims."""

@@ -49,7 +49,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -63,6 +63,7 @@ from .base import (
     AccountProfile,
     LmsAccount,
     LmsRejected,
+    LmsTargetMissing,
     LmsUnavailable,
 )
 
@@ -262,6 +263,12 @@ class MoodleLms:
         if missing and self.create_cohorts:
             self._create_cohort(group)
             warnings = self._add_member(account, group)
+        if missing and not self.create_cohorts:
+            raise LmsTargetMissing(
+                f"moodle: no cohort with idnumber {group!r}",
+                errorcode="nocohort",
+                function="core_cohort_add_cohort_members",
+            )
         problems = [w for w in warnings if str(w.get("warningcode")) != WARNING_ALREADY_MEMBER]
         if problems:
             codes = ", ".join(f"{w.get('warningcode')}: {w.get('message')}" for w in problems)
@@ -283,7 +290,7 @@ class MoodleLms:
     def enrol(self, account: LmsAccount, course: str) -> None:
         course_id = self._course_id(course)
         if course_id is None:
-            raise LmsRejected(f"moodle: no course {course!r}", errorcode="nocourse")
+            raise LmsTargetMissing(f"moodle: no course {course!r}", errorcode="nocourse")
         self._call(
             "enrol_manual_enrol_users",
             {
@@ -354,6 +361,14 @@ class MoodleLms:
                 errorcode=codes,
                 function=function,
             )
+
+    def missing_targets(self, groups: Set[str], courses: Set[str]) -> list[str]:
+        missing = []
+        if not self.create_cohorts:
+            cohorts = self._cohort_ids(refresh=True)
+            missing += [f"group {name}" for name in sorted(groups) if name not in cohorts]
+        missing += [f"course {name}" for name in sorted(courses) if self._course_id(name) is None]
+        return missing
 
     # -- cohorts ------------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ brought up to date and returned.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from contextlib import contextmanager
 from typing import Any, ClassVar, TypeVar
 
@@ -233,6 +233,11 @@ class ScimLms:
 
     def login_url(self, account: LmsAccount, target: str) -> str | None:
         return None
+
+    def missing_targets(self, groups: Set[str], courses: Set[str]) -> list[str]:
+        # Groups are created when first needed; courses are refused by the capability
+        # check before this is asked.
+        return []
 
     # --- users -------------------------------------------------------------------------
 

@@ -183,3 +183,51 @@ def test_concurrent_first_logins_make_one_account(app: Any, lms: Lms, mint: Mint
         assert session.scalar(select(func.count()).select_from(User)) == 1
     if lms.kind != "builtin":
         assert lms.accounts(public_id(app)) == 1
+
+
+def test_the_audit_events_name_each_lms_call_and_its_outcome(
+    app: Any, lms: Lms, mint: Minter
+) -> None:
+    subject = f"E{uuid.uuid4().hex[:8]}"
+    audit = app.extensions["sso_bridge"].audit
+    if lms.fail_next is not None:
+        lms.fail_next(3)  # the first call fails three times: the login is refused
+        assert login(app, person(mint, subject)).status_code == 503
+        refused = audit.tail(1)[0]
+        assert (refused["outcome"], refused["reason"]) == ("failure", "lms_unavailable")
+        assert refused["detail"]["lms_calls"] == [
+            {"call": "find", "outcome": "lms_unavailable", "attempts": 3}
+        ]
+    assert login(app, person(mint, subject)).status_code == 303
+    done = audit.tail(1)[0]
+    calls = done["detail"]["lms_calls"]
+    assert calls[0] == {"call": "find", "outcome": "ok", "attempts": 1}
+    assert {"call": "add group staff", "outcome": "ok", "attempts": 1} in calls
+    assert all(call["outcome"] == "ok" for call in calls)
+
+
+def test_a_rule_naming_a_course_moodle_lacks_is_skipped_not_fatal(
+    make_settings: Callable[..., Settings], mint: Minter
+) -> None:
+    with FakeMoodle() as moodle:
+        moodle.add_course("SAFETY", "Safety at work")
+        rules = [{"name": "typo", "courses": ["SAFETY", "SAFTEY"], "groups": ["staff"]}]
+        settings = make_settings(rules=rules)
+        moodle_lms = {"type": "moodle", "api_url": moodle.base_url, "api_token": moodle.token}
+        settings = Settings.model_validate(
+            settings.model_copy(
+                update={"lms": settings.lms.model_copy(update=moodle_lms)}
+            ).model_dump()
+        )
+        application = build_app(settings)
+        try:
+            response = login(application, person(mint, "E-typo"))
+            assert response.status_code == 303, response.get_data(as_text=True)[:300]
+            user_id = int(moodle.users_with_idnumber(public_id(application))[0]["id"])
+            assert moodle.courses_of(user_id) == {"SAFETY"}
+            assert moodle.cohorts_of(user_id) == {"staff"}
+            event = application.extensions["sso_bridge"].audit.tail(1)[0]
+            assert "course skipped, not in the LMS: SAFTEY" in event["detail"]["lms"]
+        finally:
+            application.extensions["sso_bridge"].close()
+        moodle.check()
