@@ -44,6 +44,7 @@ class Lms:
     courses_of: Callable[[str], set[str]] | None
     direct_login: bool
     fail_next: Callable[[int], None] | None
+    suspended: Callable[[str], bool] | None = None
 
 
 @pytest.fixture(params=["builtin", "scim", "moodle"])
@@ -69,6 +70,7 @@ def lms(request: pytest.FixtureRequest) -> Iterator[Lms]:
             None,
             False,
             lambda n: server.fail_next(n, status=503),
+            lambda external_id: server.users(external_id)[0].get("active") is False,
         )
         server.clear_faults()
     else:
@@ -91,6 +93,7 @@ def lms(request: pytest.FixtureRequest) -> Iterator[Lms]:
                 lambda external_id: moodle.courses_of(moodle_user(external_id)),
                 True,
                 lambda n: moodle.fail_next(n, status=503),
+                lambda external_id: moodle.users_with_idnumber(external_id)[0]["suspended"] == 1,
             )
             moodle.check()
 
@@ -144,6 +147,25 @@ def test_create_update_groups_and_handoff(app: Any, lms: Lms, mint: Minter) -> N
         assert lms.groups_of(external_id) == {"staff"}
         if lms.courses_of is not None:
             assert lms.courses_of(external_id) == set()
+
+
+def test_a_leaver_is_refused_and_suspended_and_comes_back_when_rehired(
+    app: Any, lms: Lms, mint: Minter
+) -> None:
+    subject = f"E{uuid.uuid4().hex[:8]}"
+    assert login(app, person(mint, subject)).status_code == 303
+    external_id = public_id(app)
+
+    left = login(app, person(mint, subject, employment_status="terminated"))
+
+    assert left.status_code == 403
+    if lms.suspended is not None:
+        assert lms.suspended(external_id)
+    back = login(app, person(mint, subject, employment_status="active"))
+    assert back.status_code == 303
+    if lms.suspended is not None:
+        assert not lms.suspended(external_id)
+        assert lms.accounts(external_id) == 1
 
 
 def test_a_flaky_lms_makes_no_duplicates_and_every_login_completes(
