@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -104,6 +104,8 @@ class OidcClient(Base):
     redirect_uris: Mapped[list[str]] = mapped_column(default=list)
     scopes: Mapped[list[str]] = mapped_column(default=list)
     initiate_login_uri: Mapped[str | None] = mapped_column(Text)
+    # True unless configured otherwise; rows from before the column existed keep PKCE.
+    require_pkce: Mapped[bool] = mapped_column(default=True, server_default=true())
     enabled: Mapped[bool] = mapped_column(default=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 

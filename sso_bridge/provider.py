@@ -122,6 +122,7 @@ def _client_values(client: ClientSettings) -> dict[str, Any]:
         "redirect_uris": list(client.redirect_uris),
         "scopes": list(client.scopes),
         "initiate_login_uri": client.initiate_login_uri,
+        "require_pkce": client.require_pkce,
         "enabled": True,
     }
 
@@ -134,6 +135,9 @@ class ProviderClient(ClientMixin):
         self.secret_sha256 = row.secret_sha256
         self.redirect_uris = list(row.redirect_uris)
         self.scopes = list(row.scopes)
+        # Settings allow False only with a secret; checked again here, so a row edited by
+        # hand cannot give a public client codes without PKCE.
+        self.require_pkce = row.require_pkce or row.secret_sha256 is None
         # Authlib's userinfo endpoint reads this; empty means plain JSON, never a signed one.
         self.client_metadata: dict[str, Any] = {}
 
@@ -263,8 +267,9 @@ class AuthorizationCode(AuthorizationCodeMixin):
     scope: str
     nonce: str | None
     auth_time: int
-    code_challenge: str
-    code_challenge_method: str
+    # None only for a client with require_pkce = false that sent no challenge.
+    code_challenge: str | None
+    code_challenge_method: str | None
     user_id: int
     connection: str
     expires_at: int
@@ -462,12 +467,15 @@ def _provider(server: Any) -> Provider:
 
 
 class S256CodeChallenge(CodeChallenge):
-    """PKCE, always, with S256 only.
+    """PKCE with S256 only, required unless the client is confidential and opted out.
 
-    Authlib's CodeChallenge(required=True) still lets a confidential client skip
-    PKCE and allows `plain`; here a code without an S256 challenge is never
-    issued. Every code therefore carries a challenge, and Authlib refuses to
-    redeem such a code without the matching verifier.
+    Authlib's CodeChallenge(required=True) lets every confidential client skip
+    PKCE and allows `plain`. Here a client with ``require_pkce`` (the default, and
+    always for a public client) never gets a code without an S256 challenge; a
+    client without it may leave PKCE out, but a challenge it does send must be
+    S256 and is verified like any other. At the token endpoint Authlib refuses a
+    code with a challenge but no verifier, and a verifier for a code without a
+    challenge (RFC 9700 4.8: no PKCE downgrade).
     """
 
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
@@ -483,13 +491,29 @@ class S256CodeChallenge(CodeChallenge):
 
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
         data = grant.request.payload.data
+        client: ProviderClient = grant.request.client
+        if not data.get("code_challenge") and not data.get("code_challenge_method"):
+            if client.require_pkce:
+                raise InvalidRequestError("PKCE is required: send code_challenge with method S256.")
+            # A confidential client that opted out (settings allow it only with a secret):
+            # the code is bound to it and its redirect URI, and redeemed only with its secret.
+            return
         if not data.get("code_challenge"):
-            raise InvalidRequestError("PKCE is required: send code_challenge with method S256.")
+            raise InvalidRequestError("code_challenge_method was sent without code_challenge.")
         # `plain` would put the verifier itself in the browser's URL: refused, and so is
         # a missing method, which RFC 7636 says means `plain`.
         if data.get("code_challenge_method") != "S256":
             raise InvalidRequestError("code_challenge_method must be S256.")
         super().validate_code_challenge(grant, redirect_uri)
+
+    def validate_code_verifier(self, grant: Any, result: Any) -> None:
+        client: ProviderClient = grant.request.client
+        code: AuthorizationCode = grant.request.authorization_code
+        # The client's policy may have changed to require PKCE while this code was
+        # outstanding: a code issued without a challenge then buys nothing.
+        if client.require_pkce and not code.code_challenge:
+            raise InvalidGrantError("The code was issued without PKCE, which this client needs.")
+        super().validate_code_verifier(grant, result)
 
 
 class BridgeAuthorizationCodeGrant(AuthorizationCodeGrant):
@@ -522,8 +546,8 @@ class BridgeAuthorizationCodeGrant(AuthorizationCodeGrant):
                 scope=request.scope,
                 nonce=data.get("nonce") or None,
                 auth_time=user.auth_time,
-                code_challenge=data["code_challenge"],
-                code_challenge_method=data["code_challenge_method"],
+                code_challenge=data.get("code_challenge") or None,
+                code_challenge_method=data.get("code_challenge_method") or None,
                 user_id=user.user_id,
                 connection=user.connection,
                 expires_at=provider.code_expiry(),
@@ -563,7 +587,8 @@ class BridgeOpenIDCode(OpenIDCode):
 
     def exists_nonce(self, nonce: str, request: Any) -> bool:
         # Replay of a nonce is the RP's check (it compares the ID token's nonce with the one
-        # it sent); codes are single use and PKCE-bound, so the OP keeps no nonce list.
+        # it sent); codes are single use and bound to their client (PKCE, or the secret of a
+        # client without it), so the OP keeps no nonce list.
         return False
 
     def resolve_client_private_key(self, client: ProviderClient) -> Key:

@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -223,7 +224,9 @@ class ClientSettings(Section):
     initiate_login_uri: str | None = None
     """The LMS's third-party-initiated login URL (OIDC Core 4); the handoff sends people there with `iss` and `target_link_uri`."""
     scopes: list[str] = ["openid", "profile", "email", "employee", "groups"]
-    """Scopes the client may ask for. PKCE with S256 is always required."""
+    """Scopes the client may ask for."""
+    require_pkce: bool = True
+    """Refuse authorization requests without PKCE (S256). `false` only for a client with `client_secret` whose LMS cannot send PKCE (Moodle's OIDC plugins); a challenge it does send is still verified, and `plain` is always refused."""
 
     @field_validator("redirect_uris")
     @classmethod
@@ -235,6 +238,23 @@ class ClientSettings(Section):
     def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("require_pkce")
+    @classmethod
+    def _pkce_or_secret(cls, value: bool, info: ValidationInfo) -> bool:
+        # RFC 9700 (OAuth 2.0 Security BCP) 2.1.1: a confidential client proves itself at
+        # the token endpoint, so a stolen or injected code is useless without its secret,
+        # and the redirect URI binds the code to the LMS; PKCE is still recommended and
+        # stays the default. A public client has no secret: PKCE is its only proof.
+        if "client_secret" not in info.data:
+            return value  # the secret itself was invalid: that error is the one to show
+        if not value and info.data["client_secret"] is None:
+            raise ValueError(
+                "may be false only for a confidential client: set client_secret, or keep "
+                "require_pkce = true (a public client has nothing but PKCE to prove the code "
+                "is its own)"
+            )
         return value
 
 

@@ -40,8 +40,10 @@ BASE = "http://127.0.0.1:5000"
 LMS_REDIRECT = f"{BASE}/lms/callback"
 OTHER_REDIRECT = f"{BASE}/other/callback"
 SPA_REDIRECT = f"{BASE}/spa/callback"
+NOPKCE_REDIRECT = f"{BASE}/auth/oidc/"
 LMS_SECRET = "L" * 40
 OTHER_SECRET = "O" * 40
+NOPKCE_SECRET = "N" * 40
 ALL_SCOPES = "openid profile email employee groups"
 
 
@@ -94,6 +96,13 @@ def make_settings(
                 },
                 # A public client: no secret, so PKCE is its only proof.
                 {"client_id": "spa", "redirect_uris": [SPA_REDIRECT]},
+                # A confidential client that cannot send PKCE (as Moodle's OIDC plugins).
+                {
+                    "client_id": "nopkce",
+                    "client_secret": NOPKCE_SECRET,
+                    "redirect_uris": [NOPKCE_REDIRECT],
+                    "require_pkce": False,
+                },
             ],
             **provider,
         },
@@ -661,25 +670,44 @@ def test_plain_pkce_is_refused(bridge: Bridge) -> None:
     assert redirect_base(flow.response) == LMS_REDIRECT
     params = query(flow.response)
     assert params["error"] == "invalid_request"
+    assert params["error_description"] == "code_challenge_method must be S256."
     assert params["state"] == flow.state
     assert params["iss"] == BASE
     assert "code" not in params
 
 
 @pytest.mark.parametrize(
-    "drop",
+    ("drop", "description"),
     [
-        ("code_challenge", "code_challenge_method"),
-        ("code_challenge_method",),  # RFC 7636 would read this as `plain`
-        ("code_challenge",),
+        (
+            ("code_challenge", "code_challenge_method"),
+            "PKCE is required: send code_challenge with method S256.",
+        ),
+        # RFC 7636 would read this as `plain`
+        (("code_challenge_method",), "code_challenge_method must be S256."),
+        (("code_challenge",), "code_challenge_method was sent without code_challenge."),
     ],
 )
-def test_missing_pkce_is_refused(bridge: Bridge, drop: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("client_id", "redirect_uri"), [("lms", LMS_REDIRECT), ("spa", SPA_REDIRECT)]
+)
+def test_missing_pkce_is_refused(
+    bridge: Bridge, drop: tuple[str, ...], description: str, client_id: str, redirect_uri: str
+) -> None:
+    # The default (require_pkce = true), for a confidential and for a public client.
     user_id, public_id = bridge.add_user()
     missing: dict[str, Any] = dict.fromkeys(drop)
-    flow = authorize(bridge.signed_in(user_id, public_id), **missing)
+    flow = authorize(
+        bridge.signed_in(user_id, public_id),
+        client_id=client_id,
+        redirect_uri=redirect_uri,
+        **missing,
+    )
+    assert redirect_base(flow.response) == redirect_uri
     params = query(flow.response)
     assert params["error"] == "invalid_request"
+    assert params["error_description"] == description
+    assert params["state"] == flow.state
     assert "code" not in params
 
 
@@ -951,6 +979,7 @@ def _clients(bridge: Bridge) -> dict[str, tuple[Any, ...]]:
                 row.scopes,
                 row.enabled,
                 row.updated_at,
+                row.require_pkce,
             )
             for row in session.scalars(select(OidcClient))
         }
@@ -963,6 +992,7 @@ def test_sync_clients_is_idempotent_and_disables_dropped_clients(
     assert first["lms"][0] == hashlib.sha256(LMS_SECRET.encode()).hexdigest()
     assert first["lms"][1] == [LMS_REDIRECT]
     assert first["spa"][0] is None
+    assert (first["lms"][5], first["spa"][5], first["nopkce"][5]) == (True, True, False)
     sync_clients(bridge.services.db, bridge.settings)
     assert _clients(bridge) == first
 

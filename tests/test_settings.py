@@ -125,3 +125,31 @@ def test_configuration_doc_matches_the_model() -> None:
     assert current_section(DOC.read_text()) == render(), (
         "docs/configuration.md is out of date: run `python -m sso_bridge.config_doc --write`"
     )
+
+
+CLIENT = '[[provider.clients]]\nclient_id = "lms"\nredirect_uris = ["https://learn.example.com/auth/oidc/"]\n'
+
+
+def test_pkce_is_required_by_default_and_may_be_dropped_by_a_confidential_client(
+    tmp_path: Path,
+) -> None:
+    secret = f'client_secret = "{"s" * 40}"\n'
+    default = load_settings(write(tmp_path, MINIMAL + CLIENT + secret))
+    assert default.provider.clients[0].require_pkce is True
+    relaxed = load_settings(write(tmp_path, MINIMAL + CLIENT + secret + "require_pkce = false\n"))
+    assert relaxed.provider.clients[0].require_pkce is False
+
+
+def test_a_public_client_without_pkce_is_a_configuration_error(tmp_path: Path) -> None:
+    assert problems(write(tmp_path, MINIMAL + CLIENT + "require_pkce = false\n")) == [
+        "provider.clients.0.require_pkce: may be false only for a confidential client: set "
+        "client_secret, or keep require_pkce = true (a public client has nothing but PKCE to "
+        "prove the code is its own)"
+    ]
+
+
+def test_a_bad_secret_is_the_one_error_shown_for_a_client_without_pkce(tmp_path: Path) -> None:
+    text = MINIMAL + CLIENT + 'client_secret = "short"\nrequire_pkce = false\n'
+    assert problems(write(tmp_path, text)) == [
+        "provider.clients.0.client_secret: must be at least 32 characters"
+    ]
