@@ -1,4 +1,8 @@
-"""`sso-bridge check`: every problem with a deployment, one line each, before it serves."""
+"""`sso-bridge check`: every problem with a deployment, one line each, before it serves.
+
+A row is ``ok``, a failure (``problem``), or ``ok`` with a ``warning``: something
+that works as configured but very likely not as meant.
+"""
 
 from __future__ import annotations
 
@@ -22,8 +26,12 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
 
     def attempt(name: str, probe: Callable[[], object]) -> None:
         try:
-            probe()
-            results.append({"check": name, "ok": True})
+            # Most probes return whatever they built; only a string is a warning.
+            warning = probe()
+            row: dict[str, Any] = {"check": name, "ok": True}
+            if isinstance(warning, str):
+                row["warning"] = warning
+            results.append(row)
         except BridgeError as exc:
             results.append({"check": name, "ok": False, "problem": f"{exc.code}: {exc.detail}"})
         except Exception as exc:
@@ -83,6 +91,8 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     attempt("store reachable", store)
     attempt("provider signing keys", provider_keys)
     attempt(f"LMS adapter {settings.lms.type}", lms)
+    if settings.lms.type == "moodle" and settings.lms.moodle_login == "oidc":
+        attempt("Moodle sign-in through the provider", partial(moodle_oidc_client, settings))
     for cid, connection in settings.connections.items():
         if connection.type == "token":
             attempt(
@@ -99,6 +109,38 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
                 if path is not None:
                     attempt(f"connection {cid}: {name}", partial(_certificate_valid, path))
     return results
+
+
+# What Moodle's OpenID Connect plugins (auth_oidc, core auth_oauth2) send: a client secret
+# at the token endpoint, and no PKCE.
+MOODLE_PKCE_HINT = "Moodle's OIDC plugins send no PKCE, so the provider refuses their sign-in"
+
+
+def moodle_oidc_client(settings: Settings) -> str | None:
+    """With ``moodle_login = "oidc"``: a warning when the LMS client will refuse Moodle.
+
+    A warning, not a failure: a plugin that does send PKCE works as configured. No
+    client at all is a failure: nobody could sign in to Moodle.
+    """
+    lms = settings.lms
+    found = [
+        (i, c) for i, c in enumerate(settings.provider.clients) if c.client_id == lms.client_id
+    ]
+    if not found:
+        raise RuntimeError(
+            f'lms.moodle_login = "oidc" needs a [[provider.clients]] entry with client_id = '
+            f"{lms.client_id!r} (lms.client_id): Moodle signs people in through it"
+        )
+    index, client = found[0]
+    if not client.require_pkce:
+        return None
+    key = f"provider.clients.{index}"
+    if client.client_secret is None:
+        return (
+            f"{key} ({client.client_id!r}) is a public client: {MOODLE_PKCE_HINT}; set "
+            f"{key}.client_secret and {key}.require_pkce = false (docs/lms.md, 2.4)"
+        )
+    return f"{key}.require_pkce is true: {MOODLE_PKCE_HINT}; set it to false (docs/lms.md, 2.4)"
 
 
 def _provider(connection_id: str, settings: Settings) -> None:

@@ -102,13 +102,17 @@ def check(ctx: click.Context, as_json: bool) -> None:
     _emit(
         results,
         as_json,
-        lambda rows: "\n".join(
-            f"{'ok  ' if r['ok'] else 'FAIL'} {r['check']}"
-            + ("" if r["ok"] else f": {r['problem']}")
-            for r in rows
-        ),
+        lambda rows: "\n".join(_check_line(r) for r in rows),
     )
     ctx.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+def _check_line(row: dict[str, Any]) -> str:
+    if not row["ok"]:
+        return f"FAIL {row['check']}: {row['problem']}"
+    if row.get("warning"):
+        return f"WARN {row['check']}: {row['warning']}"
+    return f"ok   {row['check']}"
 
 
 # -- certs -----------------------------------------------------------------------------------

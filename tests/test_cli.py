@@ -9,11 +9,13 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from sso_bridge.checks import moodle_oidc_client
 from sso_bridge.cli import main
 from sso_bridge.serve import check_workers
 from sso_bridge.settings import ConfigError, Settings
 
 from .conftest import Keys
+from .fake_moodle import FakeMoodle
 
 
 def config_file(tmp_path: Path, keys: Keys, extra: str = "") -> Path:
@@ -172,3 +174,81 @@ def test_several_workers_need_redis(settings: Settings) -> None:
     assert "store.url" in str(info.value)
     check_workers(settings, 1)
     check_workers(Settings(**{**settings.model_dump(), "store": {"url": "redis://x"}}), 4)
+
+
+# -- check: Moodle signing in through the provider --------------------------------------------
+
+MOODLE_ROW = "Moodle sign-in through the provider"
+MOODLE_OIDC_LMS = {
+    "type": "moodle",
+    "api_url": "https://learn.example.com",
+    "api_token": "t" * 32,
+    "moodle_login": "oidc",
+}
+
+
+def moodle_oidc_config(tmp_path: Path, keys: Keys, moodle: FakeMoodle, client: str = "") -> Path:
+    """The CLI config with a reachable (fake) Moodle, `moodle_login = "oidc"`, and ``client``
+    appended to the `lms` client's table."""
+    path = config_file(
+        tmp_path,
+        keys,
+        f'[lms]\ntype = "moodle"\napi_url = "{moodle.base_url}"\n'
+        f'api_token = "{moodle.token}"\nmoodle_login = "oidc"\n',
+    )
+    redirect = 'redirect_uris = ["http://127.0.0.1:5000/lms/callback"]\n'
+    path.write_text(path.read_text().replace(redirect, redirect + client))
+    return path
+
+
+def test_check_warns_when_moodle_signs_in_through_a_client_that_requires_pkce(
+    tmp_path: Path, keys: Keys
+) -> None:
+    with FakeMoodle() as moodle:
+        result = run("--config", str(moodle_oidc_config(tmp_path, keys, moodle)), "check")
+        moodle.check()
+    # A warning, not a failure: a plugin that sends PKCE would work as configured.
+    assert result.exit_code == 0, result.output
+    assert (
+        f"WARN {MOODLE_ROW}: provider.clients.0.require_pkce is true: Moodle's OIDC plugins "
+        "send no PKCE, so the provider refuses their sign-in; set it to false "
+        "(docs/lms.md, 2.4)"
+    ) in result.output.splitlines()
+
+
+def test_check_is_quiet_once_the_moodle_client_drops_pkce(tmp_path: Path, keys: Keys) -> None:
+    with FakeMoodle() as moodle:
+        path = moodle_oidc_config(tmp_path, keys, moodle, "require_pkce = false\n")
+        result = run("--config", str(path), "check", "--json")
+        moodle.check()
+    rows = {row["check"]: row for row in json.loads(result.output)}
+    assert result.exit_code == 0, rows
+    assert rows[MOODLE_ROW] == {"check": MOODLE_ROW, "ok": True}
+    assert rows["LMS adapter moodle"]["ok"] is True
+
+
+def test_a_public_moodle_client_is_told_to_get_a_secret(make_settings: Any) -> None:
+    settings = make_settings(
+        lms=MOODLE_OIDC_LMS,
+        provider={
+            "clients": [{"client_id": "lms", "redirect_uris": ["https://learn.example.com/x"]}]
+        },
+    )
+    assert moodle_oidc_client(settings) == (
+        "provider.clients.0 ('lms') is a public client: Moodle's OIDC plugins send no PKCE, so "
+        "the provider refuses their sign-in; set provider.clients.0.client_secret and "
+        "provider.clients.0.require_pkce = false (docs/lms.md, 2.4)"
+    )
+
+
+def test_moodle_without_a_provider_client_fails_the_check(make_settings: Any) -> None:
+    settings = make_settings(
+        lms=MOODLE_OIDC_LMS,
+        provider={"clients": []},
+    )
+    with pytest.raises(RuntimeError) as info:
+        moodle_oidc_client(settings)
+    assert str(info.value) == (
+        'lms.moodle_login = "oidc" needs a [[provider.clients]] entry with client_id = '
+        "'lms' (lms.client_id): Moodle signs people in through it"
+    )
