@@ -5,12 +5,21 @@ third-party-initiated login URL (OIDC Core §4), the person is sent there with
 ``iss`` and ``target_link_uri``, and the LMS starts a fresh authorization
 request that the bridge answers at once from its session. Without one, the
 person goes straight to the target and the LMS starts the login itself.
+
+Moodle with ``moodle_login = "oidc"`` has no such URL (auth_oidc starts its login
+at ``/auth/oidc/`` and ignores ``target_link_uri``), so it takes the second way: a
+page that needs a login makes Moodle remember it (``wantsurl``) and go to its
+login page, which auth_oidc (with *Force redirect*) sends to the bridge, and
+after sign-in back to that page. Only the front page is different: Moodle shows
+it to visitors, so the person would stay signed out; they are sent to
+``/auth/oidc/`` instead and land on the site's home page signed in.
 """
 
 from __future__ import annotations
 
 from urllib.parse import urlencode
 
+from .lms.moodle import FRONT_PAGES, OIDC_LOGIN_PATH
 from .settings import Settings
 
 
@@ -19,8 +28,13 @@ def handoff_url(settings: Settings, target: str) -> str:
     client = next(
         (c for c in settings.provider.clients if c.client_id == settings.lms.client_id), None
     )
-    if client is None or client.initiate_login_uri is None:
-        return target
-    separator = "&" if "?" in client.initiate_login_uri else "?"
-    query = urlencode({"iss": settings.base_url, "target_link_uri": target})
-    return f"{client.initiate_login_uri}{separator}{query}"
+    if client is not None and client.initiate_login_uri is not None:
+        separator = "&" if "?" in client.initiate_login_uri else "?"
+        query = urlencode({"iss": settings.base_url, "target_link_uri": target})
+        return f"{client.initiate_login_uri}{separator}{query}"
+    lms = settings.lms
+    if lms.type == "moodle" and lms.moodle_login == "oidc":
+        path = target.removeprefix(lms.base_url) if target.startswith(lms.base_url) else None
+        if path in FRONT_PAGES:
+            return lms.base_url + OIDC_LOGIN_PATH
+    return target

@@ -727,6 +727,18 @@ class FakeMoodle:
         with self._lock:
             return {self.courses[c]["shortname"] for c, u in self.enrolments if u == user_id}
 
+    def user_by_username(self, username: str) -> dict[str, Any] | None:
+        with self._lock:
+            return next((dict(u) for u in self.users.values() if u["username"] == username), None)
+
+    def start_session(self, user_id: int) -> str:
+        """A ``MoodleSession`` for this user, as a login by an auth plugin's own page makes
+        (``complete_user_login``); for plugins this fake does not serve itself."""
+        with self._lock:
+            session = secrets.token_hex(16)
+            self.sessions[session] = user_id
+            return session
+
     def functions_called(self) -> list[str]:
         with self._lock:
             return [call.function for call in self.calls]

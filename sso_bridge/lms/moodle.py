@@ -23,8 +23,9 @@ service with these functions:
 The handoff: with ``login="userkey"`` the bridge asks auth_userkey for a
 one-time login URL and appends ``wantsurl`` (the page the person asked for);
 with ``login="oidc"`` `login_url` returns None and the person signs in to
-Moodle through the bridge's own OpenID Provider (Moodle's OAuth 2 / OpenID
-Connect auth plugin must then match the account this adapter created).
+Moodle through the bridge's own OpenID Provider: the auth_oidc plugin matches
+the account this adapter created by its user name, the e-mail address in lower
+case (``sso_bridge/handoff.py`` says where the person is sent).
 
 Failures: timeouts, connection errors, HTTP 5xx and 429, and Moodle's
 ``sitemaintenance`` are `LmsUnavailable` (the caller retries); any other Moodle
@@ -81,6 +82,10 @@ COURSE_ID_PREFIX = "id:"
 _LANG_RE = re.compile(r"^[a-z]{2,3}(?:_[a-z0-9]+)*$")
 
 Login = Literal["userkey", "oidc"]
+# Where auth_oidc starts a login (also its redirect URI), and the paths of Moodle's
+# front page, which visitors see without one.
+OIDC_LOGIN_PATH = "/auth/oidc/"
+FRONT_PAGES = frozenset({"", "/", "/index.php"})
 
 
 def moodle_lang(language: str | None) -> str | None:
