@@ -18,6 +18,7 @@ from typing import get_args
 
 import pytest
 
+from sso_bridge.checks import moodle_oidc_client
 from sso_bridge.lms import base, moodle
 from sso_bridge.settings import RuleField, RuleSettings, load_settings
 from tests.doc_tables import ROW, first_column, reason_codes, section
@@ -143,3 +144,22 @@ def test_examples_keep_no_real_credentials(example: Path) -> None:
     settings = load_settings(example)
     token = settings.lms.api_token
     assert token is None or token.get_secret_value().startswith("placeholder-")
+
+
+def test_the_moodle_oidc_configuration_in_the_doc_loads_and_passes_the_check(
+    tmp_path: Path,
+) -> None:
+    # Read up to section 3 by hand: `section` would stop at the block's `# comment` lines.
+    doc = DOC.read_text(encoding="utf-8")
+    text = doc[doc.index("### 2.4 Signing in") : doc.index("## 3. A SCIM-capable LMS")]
+    [block] = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    # The token comes from the environment or a secrets file (section 2.1).
+    block = block.replace('moodle_login = "oidc"\n', 'moodle_login = "oidc"\napi_token = "t"\n')
+    path = tmp_path / "moodle-oidc.toml"
+    path.write_text('base_url = "https://sso.example.com"\n' + block)
+    settings = load_settings(path)
+    [client] = settings.provider.clients
+    assert (settings.lms.moodle_login, settings.lms.client_id) == ("oidc", client.client_id)
+    assert client.require_pkce is False and client.client_secret is not None
+    assert client.redirect_uris == [f"{settings.lms.base_url}{moodle.OIDC_LOGIN_PATH}"]
+    assert moodle_oidc_client(settings) is None
