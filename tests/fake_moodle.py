@@ -5,7 +5,7 @@ This is not Moodle. It is a small HTTP server (werkzeug, in a thread, on a free
 its source (``webservice/lib.php``, ``webservice/rest/locallib.php``,
 ``lib/external/classes/external_api.php``, ``user/externallib.php``,
 ``cohort/externallib.php``, ``enrol/manual/externallib.php``,
-``course/externallib.php``, ``enrol/externallib.php``) and the auth_userkey
+``course/externallib.php``, ``enrol/externallib.php``, ``lib/enrollib.php``) and the auth_userkey
 plugin (``externallib.php``, ``auth.php``, ``classes/core_userkey_manager.php``).
 It answers the way those sources say Moodle answers, and refuses what they say
 Moodle refuses; anything it has not been taught is refused too.
@@ -52,9 +52,15 @@ The functions (``IMPLEMENTED``), with Moodle's parameter shapes, answers and err
   ``core_cohort_add_cohort_members`` (cohort by id or idnumber, user by id or
   username, everything else a warning: code 1 bad type, 2 not found, 3 already
   a member), ``core_cohort_delete_cohort_members``;
-- ``core_course_get_courses_by_field``, ``core_enrol_get_users_courses``,
+- ``core_course_get_courses_by_field``, ``core_enrol_get_users_courses`` (only
+  active enrolments: ``enrol_get_users_courses($userid, true, ...)``),
+  ``core_enrol_get_enrolled_users`` (options ``onlyactive``, ``onlysuspended``,
+  ``userfields``: ``onlysuspended`` lists the people whose every enrolment in the
+  course is inactive, as ``get_enrolled_join`` selects them),
   ``enrol_manual_enrol_users`` (assignable roles, the course's manual
-  enrolment instance: ``wsnoinstance``, ``wsusercannotassign``; all or nothing),
+  enrolment instance: ``wsnoinstance``, ``wsusercannotassign``; all or nothing;
+  on an existing enrolment ``enrol_plugin::enrol_user`` writes the status it is
+  given, active unless ``suspend=1``, so it reactivates a suspended one),
   ``enrol_manual_unenrol_users``;
 - ``auth_userkey_request_login_url`` (mapping field ``idnumber`` by default;
   ``User is not exist``; plugin disabled -> ``accessexception``): a one-time key,
@@ -73,8 +79,13 @@ with that status and an HTML body, doing nothing; ``delay_next(seconds)`` runs
 the next REST call (its change is made) and only then waits before answering,
 so a client that times out has still changed the site.
 
-Not reproduced, and not to be relied on: capabilities and context
-restrictions (the token's user may do everything), course categories other
+An admin's hand: ``suspend_enrolment(course_id, user_id)`` suspends an enrolment as
+a course admin does on the Participants page.
+
+Not reproduced, and not to be relied on: enrolment start and end dates and
+disabled enrolment instances (Moodle counts both as inactive, like a suspended
+enrolment), several enrolments of one person in one course (one per
+enrolment method; the fake keeps one), capabilities and context restrictions (the token's user may do everything), course categories other
 than the default one, deleted users, what Moodle does when a suspended person
 uses a userkey login URL, and the exact wording of some messages (errorcodes
 are from the source, some English texts are ours). Read from the source but not
@@ -110,6 +121,11 @@ GUEST_ID, ADMIN_ID, SITE_COURSE_ID = 1, 2, 1
 ASSIGNABLE_ROLES = frozenset({1, 3, 4, 5})
 # Auth plugins whose accounts keep a Moodle password (is_internal()).
 INTERNAL_AUTHS = frozenset({"manual", "email"})
+# user_enrolments.status (lib/enrollib.php).
+ENROL_USER_ACTIVE, ENROL_USER_SUSPENDED = 0, 1
+# The options core_enrol_get_enrolled_users reads that this fake implements; Moodle ignores
+# names it does not know, but an option the fake was not taught is a test bug.
+ENROLLED_USERS_OPTIONS = frozenset({"onlyactive", "onlysuspended", "userfields"})
 IMPLEMENTED = frozenset(
     {
         "core_user_get_users_by_field",
@@ -122,6 +138,7 @@ IMPLEMENTED = frozenset(
         "core_cohort_delete_cohort_members",
         "core_course_get_courses_by_field",
         "core_enrol_get_users_courses",
+        "core_enrol_get_enrolled_users",
         "enrol_manual_enrol_users",
         "enrol_manual_unenrol_users",
         "auth_userkey_request_login_url",
@@ -138,7 +155,6 @@ OTHER_MOODLE_FUNCTIONS = frozenset(
         "core_cohort_delete_cohorts",
         "core_cohort_update_cohorts",
         "core_cohort_search_cohorts",
-        "core_enrol_get_enrolled_users",
         "core_role_assign_roles",
     }
 )
@@ -499,6 +515,16 @@ def descriptions(default_lang: str) -> dict[str, Single]:
         "core_enrol_get_users_courses": Single(
             {"userid": Value("int"), "returnusercount": Value("bool", DEFAULT, True)}
         ),
+        "core_enrol_get_enrolled_users": Single(
+            {
+                "courseid": Value("int"),
+                "options": Multiple(
+                    Single({"name": Value("alphanumext"), "value": Value("raw")}),
+                    DEFAULT,
+                    default={},
+                ),
+            }
+        ),
         "enrol_manual_enrol_users": Single(
             {
                 "enrolments": Multiple(
@@ -612,6 +638,7 @@ class FakeMoodle:
             "core_cohort_delete_cohort_members": self._delete_cohort_members,
             "core_course_get_courses_by_field": self._get_courses_by_field,
             "core_enrol_get_users_courses": self._get_users_courses,
+            "core_enrol_get_enrolled_users": self._get_enrolled_users,
             "enrol_manual_enrol_users": self._enrol_users,
             "enrol_manual_unenrol_users": self._unenrol_users,
             "auth_userkey_request_login_url": self._request_login_url,
@@ -631,6 +658,8 @@ class FakeMoodle:
             self.cohort_members: set[tuple[int, int]] = set()
             self.courses: dict[int, dict[str, Any]] = {}
             self.enrolments: dict[tuple[int, int], int] = {}  # (courseid, userid) -> roleid
+            # (courseid, userid) of enrolments whose status is ENROL_USER_SUSPENDED.
+            self.suspended_enrolments: set[tuple[int, int]] = set()
             self.userkeys: dict[str, _Key] = {}
             self.sessions: dict[str, int] = {}
             self.calls: list[Call] = []
@@ -723,9 +752,21 @@ class FakeMoodle:
         with self._lock:
             return {self.cohorts[c]["idnumber"] for c, u in self.cohort_members if u == user_id}
 
-    def courses_of(self, user_id: int) -> set[str]:
+    def courses_of(self, user_id: int, *, active: bool = False) -> set[str]:
+        """The shortnames of the user's enrolments; with ``active``, only the active ones."""
         with self._lock:
-            return {self.courses[c]["shortname"] for c, u in self.enrolments if u == user_id}
+            return {
+                self.courses[c]["shortname"]
+                for c, u in self.enrolments
+                if u == user_id and not (active and (c, u) in self.suspended_enrolments)
+            }
+
+    def suspend_enrolment(self, course_id: int, user_id: int) -> None:
+        """Suspend an enrolment as a course admin does (Participants > Edit enrolment)."""
+        with self._lock:
+            if (course_id, user_id) not in self.enrolments:
+                raise FakeMoodleError(f"user {user_id} is not enrolled in course {course_id}")
+            self.suspended_enrolments.add((course_id, user_id))
 
     def user_by_username(self, username: str) -> dict[str, Any] | None:
         with self._lock:
@@ -860,6 +901,7 @@ class FakeMoodle:
             {k: dict(v) for k, v in self.cohorts.items()},
             set(self.cohort_members),
             dict(self.enrolments),
+            set(self.suspended_enrolments),
             self._next_user,
             self._next_cohort,
         )
@@ -870,6 +912,7 @@ class FakeMoodle:
             self.cohorts,
             self.cohort_members,
             self.enrolments,
+            self.suspended_enrolments,
             self._next_user,
             self._next_cohort,
         ) = snapshot
@@ -1216,10 +1259,11 @@ class FakeMoodle:
         return {"courses": [self._course_info(c) for c in courses], "warnings": []}
 
     def _get_users_courses(self, params: dict[str, Any]) -> Any:
+        # enrol_get_users_courses($userid, true, '*'): only active enrolments.
         user_id = params["userid"]
         result = []
         for (course_id, enrolled), _role in sorted(self.enrolments.items()):
-            if enrolled != user_id:
+            if enrolled != user_id or (course_id, enrolled) in self.suspended_enrolments:
                 continue
             info = self._course_info(self.courses[course_id])
             info.pop("enrollmentmethods")
@@ -1249,8 +1293,53 @@ class FakeMoodle:
             user = self.users.get(enrolment["userid"])
             if user is None or user["deleted"]:
                 raise missing_record("user", "SELECT * FROM {user} WHERE id = ?")
-            self.enrolments[(enrolment["courseid"], enrolment["userid"])] = enrolment["roleid"]
+            key = (enrolment["courseid"], enrolment["userid"])
+            self.enrolments[key] = enrolment["roleid"]
+            # enrol_user() on an existing enrolment writes the given status: the web
+            # service passes ENROL_USER_ACTIVE unless suspend=1, so it reactivates.
+            if enrolment.get("suspend"):
+                self.suspended_enrolments.add(key)
+            else:
+                self.suspended_enrolments.discard(key)
         return None
+
+    def _get_enrolled_users(self, params: dict[str, Any]) -> Any:
+        options = {o["name"]: o["value"] for o in params["options"]}
+        unknown = set(options) - ENROLLED_USERS_OPTIONS
+        if unknown:
+            raise FakeMoodleError(f"core_enrol_get_enrolled_users option not taught: {unknown}")
+        only_active = options.get("onlyactive", "0") not in ("", "0")
+        only_suspended = options.get("onlysuspended", "0") not in ("", "0")
+        if only_active and only_suspended:
+            # get_enrolled_join() throws a coding_exception for both.
+            raise MoodleException(
+                "coding_exception",
+                "codingerror",
+                "Coding error detected, it must be fixed by a programmer: Both onlyactive and "
+                "onlysuspended are set, this is probably not what you want!",
+            )
+        course_id = params["courseid"]
+        if course_id == SITE_COURSE_ID:
+            raise FakeMoodleError("core_enrol_get_enrolled_users on the front page: not taught")
+        if course_id not in self.courses:
+            # $DB->get_record('course', ..., MUST_EXIST)
+            raise missing_record("course", "SELECT * FROM {course} WHERE id = ?")
+        fields = [f for f in options.get("userfields", "").split(",") if f]
+        result = []
+        for (course, user_id), _role in sorted(self.enrolments.items()):
+            suspended = (course, user_id) in self.suspended_enrolments
+            if (
+                course != course_id
+                or (only_active and suspended)
+                or (only_suspended and not suspended)
+            ):
+                continue
+            details = self._user_details(self.users[user_id])
+            # user_get_user_details() with userfields returns those fields (id always).
+            result.append(
+                {k: v for k, v in details.items() if not fields or k == "id" or k in fields}
+            )
+        return result
 
     def _unenrol_users(self, params: dict[str, Any]) -> Any:
         for enrolment in params["enrolments"]:
@@ -1266,6 +1355,7 @@ class FakeMoodle:
             if enrolment["userid"] not in self.users:
                 raise invalid_parameter(f"User id not exist: {enrolment['userid']}")
             self.enrolments.pop((enrolment["courseid"], enrolment["userid"]), None)
+            self.suspended_enrolments.discard((enrolment["courseid"], enrolment["userid"]))
         return None
 
     # --- auth_userkey ----------------------------------------------------------------------

@@ -659,6 +659,58 @@ def test_fake_update_of_a_missing_user_is_a_warning(moodle: FakeMoodle) -> None:
     assert answer["warnings"][0]["warningcode"] == "usernotupdatednotexist"
 
 
+def test_fake_models_a_suspended_enrolment_as_moodle_does(moodle: FakeMoodle) -> None:
+    # enrol/externallib.php lists only active enrolments; enrol_user() on an existing
+    # enrolment writes the status the web service passes: active unless suspend=1.
+    user_id = moodle.add_user(username="bo")
+    course_id = moodle.add_course("ART")
+    enrol = {
+        "enrolments[0][roleid]": "5",
+        "enrolments[0][userid]": str(user_id),
+        "enrolments[0][courseid]": str(course_id),
+    }
+    assert ws(moodle, "enrol_manual_enrol_users", enrol) is None
+    moodle.suspend_enrolment(course_id, user_id)
+
+    listed = ws(moodle, "core_enrol_get_users_courses", {"userid": str(user_id)})
+    assert listed == []
+    suspended = ws(
+        moodle,
+        "core_enrol_get_enrolled_users",
+        {
+            "courseid": str(course_id),
+            "options[0][name]": "onlysuspended",
+            "options[0][value]": "1",
+            "options[1][name]": "userfields",
+            "options[1][value]": "id",
+        },
+    )
+    assert suspended == [{"id": user_id}]
+    active = ws(
+        moodle,
+        "core_enrol_get_enrolled_users",
+        {"courseid": str(course_id), "options[0][name]": "onlyactive", "options[0][value]": "1"},
+    )
+    assert active == []
+    both = ws(
+        moodle,
+        "core_enrol_get_enrolled_users",
+        {
+            "courseid": str(course_id),
+            "options[0][name]": "onlyactive",
+            "options[0][value]": "1",
+            "options[1][name]": "onlysuspended",
+            "options[1][value]": "1",
+        },
+    )
+    assert both["errorcode"] == "codingerror"
+
+    assert ws(moodle, "enrol_manual_enrol_users", enrol) is None  # Moodle reactivates it
+    assert moodle.courses_of(user_id, active=True) == {"ART"}
+    listed = ws(moodle, "core_enrol_get_users_courses", {"userid": str(user_id)})
+    assert [c["shortname"] for c in listed] == ["ART"]
+
+
 def test_fake_keys_expire(moodle: FakeMoodle, lms: MoodleLms) -> None:
     moodle.key_lifetime = 0.2
     account = lms.create(ADA)
