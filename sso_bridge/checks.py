@@ -59,7 +59,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
 
         db = Database(settings.database.url, settings.database.pool_size)
         try:
-            adapter = build_adapter(settings.lms, db)
+            adapter = build_adapter(settings.lms, db, settings.rules)
             missing = []
             if any(rule.groups for rule in settings.rules) and GROUPS not in adapter.capabilities:
                 missing.append("groups")

@@ -55,7 +55,7 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings.database.url, settings.database.pool_size)
     url = settings.store.url.get_secret_value() if settings.store.url else None
     store = open_store(url, settings.store.key_prefix, settings.store.timeout)
-    lms = build_adapter(settings.lms, db)
+    lms = build_adapter(settings.lms, db, settings.rules)
     http = outbound_session(settings.outbound_proxy)
     connectors: dict[str, Connector] = {}
     for connection_id, connection in settings.connections.items():

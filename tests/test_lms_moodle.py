@@ -16,6 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
+from sso_bridge.db import Database
+from sso_bridge.identity import Identity
+from sso_bridge.lms import build_adapter
 from sso_bridge.lms.base import (
     COURSES,
     GROUPS,
@@ -28,6 +31,9 @@ from sso_bridge.lms.base import (
     LmsUnavailable,
 )
 from sso_bridge.lms.moodle import MoodleLms, encode_params, moodle_lang
+from sso_bridge.provisioning import Provisioned, Provisioner
+from sso_bridge.settings import LmsSettings, RuleSettings
+from sso_bridge.state import MemoryStore
 from tests.fake_moodle import FakeMoodle, php_decode
 from tests.services import free_port
 
@@ -346,6 +352,170 @@ def test_a_course_without_manual_enrolment_is_moodles_refusal(
     with pytest.raises(LmsRejected) as exc:
         lms.enrol(account, "SELF")
     assert rejected_code(exc) == "wsnoinstance"
+
+
+def test_courses_are_reported_as_the_rules_spell_them(moodle: FakeMoodle) -> None:
+    math = moodle.add_course("ALGEBRA")
+    hist = moodle.add_course("HIST")
+    # One rule names ALGEBRA by id (with a leading zero), another names SAFETY by shortname.
+    lms = MoodleLms(moodle.base_url, moodle.token, rule_courses=[f"id:0{math}", "SAFETY"])
+    account = lms.create(ADA)
+    for name in (f"id:0{math}", "SAFETY", f"id:{hist}"):
+        lms.enrol(account, name)
+
+    found = lms.find(ADA.external_id)
+
+    assert found is not None
+    # HIST is in no rule: both spellings, so a grant made under either is still found.
+    assert found.courses == {f"id:0{math}", "SAFETY", "HIST", f"id:{hist}"}
+
+
+def test_a_course_named_both_ways_is_never_unenrolled_by_one_name(moodle: FakeMoodle) -> None:
+    safety = next(c for c, v in moodle.courses.items() if v["shortname"] == "SAFETY")
+    lms = MoodleLms(moodle.base_url, moodle.token, rule_courses=["SAFETY", f"id:{safety}"])
+    account = lms.create(ADA)
+    lms.enrol(account, "SAFETY")
+    found = lms.find(ADA.external_id)
+    assert found is not None and found.courses == {"SAFETY", f"id:{safety}"}
+
+    lms.unenrol(found, f"id:{safety}")
+    lms.unenrol(found, "SAFETY")
+
+    assert moodle.courses_of(int(account.account_id)) == {"SAFETY"}
+    assert "enrol_manual_unenrol_users" not in moodle.functions_called()
+
+
+def test_enrol_leaves_an_enrolment_an_admin_suspended(moodle: FakeMoodle, lms: MoodleLms) -> None:
+    account = lms.create(ADA)
+    user_id = int(account.account_id)
+    lms.enrol(account, "SAFETY")
+    safety = next(c for c, u in moodle.enrolments if u == user_id)
+    moodle.suspend_enrolment(safety, user_id)
+    found = lms.find(ADA.external_id)
+    assert found is not None and found.courses == frozenset()  # Moodle lists active ones only
+    before = moodle.functions_called().count("enrol_manual_enrol_users")
+
+    lms.enrol(found, "SAFETY")
+
+    assert moodle.functions_called().count("enrol_manual_enrol_users") == before
+    assert moodle.courses_of(user_id, active=True) == set()
+    assert (safety, user_id) in moodle.suspended_enrolments
+    # Someone else's suspension in the course does not stop this person's enrolment.
+    lms.enrol(found, "MATH101")
+    assert moodle.courses_of(user_id, active=True) == {"MATH101"}
+
+
+# --- courses through provisioning ---------------------------------------------------------
+
+
+@pytest.fixture
+def database(tmp_path: Any) -> Iterator[Database]:
+    db = Database(f"sqlite:///{tmp_path}/bridge.db")
+    db.upgrade()
+    yield db
+    db.dispose()
+
+
+def provisioner(moodle: FakeMoodle, database: Database, *rules: RuleSettings) -> Provisioner:
+    """The bridge as services.py wires it: the adapter knows the rules' course names."""
+    adapter = build_adapter(
+        LmsSettings(type="moodle", api_url=moodle.base_url, api_token=moodle.token),
+        database,
+        rules,
+    )
+    return Provisioner(database, MemoryStore(), adapter, rules)
+
+
+def person(**fields: Any) -> Identity:
+    base: dict[str, Any] = {
+        "connection": "hr",
+        "subject": "E1",
+        "email": "ada@example.org",
+        "given_name": "Ada",
+        "family_name": "Lovelace",
+        "department": "Engineering",
+        "location": "London",
+        "employment_status": "active",
+    }
+    return Identity(**{**base, **fields})
+
+
+def course_actions(result: Provisioned) -> list[str]:
+    return [a for a in result.lms_actions if a.startswith("course")]
+
+
+def test_one_course_named_both_ways_by_two_rules_does_not_flap(
+    moodle: FakeMoodle, database: Database
+) -> None:
+    safety = next(c for c, v in moodle.courses.items() if v["shortname"] == "SAFETY")
+    rules = (
+        RuleSettings(name="by name", when={"department": ["Engineering"]}, courses=["SAFETY"]),
+        RuleSettings(name="by id", when={"location": ["London"]}, courses=[f"id:{safety}"]),
+    )
+    bridge = provisioner(moodle, database, *rules)
+    bridge.provision(person())
+    user_id = int(moodle.users_with_idnumber(bridge.provision(person()).public_id)[0]["id"])
+    assert moodle.courses_of(user_id) == {"SAFETY"}
+
+    # Only the rule by id still matches: the course stays, at this login and the next,
+    # neither unenrolled nor enrolled again. (Provisioning still notes the name it let
+    # go as "course removed: SAFETY": the adapter cannot tell it otherwise.)
+    for _ in range(3):
+        bridge.provision(person(department="Sales"))
+        assert moodle.courses_of(user_id, active=True) == {"SAFETY"}
+    assert "enrol_manual_unenrol_users" not in moodle.functions_called()
+    assert moodle.functions_called().count("enrol_manual_enrol_users") == 1
+
+
+def test_a_rule_by_id_is_not_enrolled_again_at_every_login(
+    moodle: FakeMoodle, database: Database
+) -> None:
+    safety = next(c for c, v in moodle.courses.items() if v["shortname"] == "SAFETY")
+    rule = RuleSettings(name="by id", when={"location": ["London"]}, courses=[f"id:{safety}"])
+    bridge = provisioner(moodle, database, rule)
+
+    assert course_actions(bridge.provision(person())) == [f"course added: id:{safety}"]
+    assert course_actions(bridge.provision(person())) == []
+    assert moodle.functions_called().count("enrol_manual_enrol_users") == 1
+    # And what the rule stops granting is taken away, spelled the same way.
+    assert course_actions(bridge.provision(person(location="Paris"))) == [
+        f"course removed: id:{safety}"
+    ]
+
+
+def test_respelling_a_rule_neither_unenrols_nor_enrols_again(
+    moodle: FakeMoodle, database: Database
+) -> None:
+    safety = next(c for c, v in moodle.courses.items() if v["shortname"] == "SAFETY")
+    by_name = RuleSettings(name="safety", courses=["SAFETY"])
+    public_id = provisioner(moodle, database, by_name).provision(person()).public_id
+    user_id = int(moodle.users_with_idnumber(public_id)[0]["id"])
+
+    by_id = RuleSettings(name="safety", courses=[f"id:{safety}"])
+    bridge = provisioner(moodle, database, by_id)
+    for _ in range(2):
+        assert course_actions(bridge.provision(person())) == []
+    assert moodle.courses_of(user_id) == {"SAFETY"}
+    assert moodle.functions_called().count("enrol_manual_enrol_users") == 1
+
+
+def test_a_rule_never_reactivates_an_enrolment_an_admin_suspended(
+    moodle: FakeMoodle, database: Database
+) -> None:
+    rule = RuleSettings(name="engineers", when={"department": ["Engineering"]}, courses=["SAFETY"])
+    bridge = provisioner(moodle, database, rule)
+    public_id = bridge.provision(person()).public_id
+    user_id = int(moodle.users_with_idnumber(public_id)[0]["id"])
+    safety = next(c for c, u in moodle.enrolments if u == user_id)
+    moodle.suspend_enrolment(safety, user_id)
+
+    bridge.provision(person())
+    assert (safety, user_id) in moodle.suspended_enrolments
+    # Nor does the bridge unenrol it when the rule stops: the suspension is the admin's.
+    bridge.provision(person(department="Sales"))
+    assert (safety, user_id) in moodle.suspended_enrolments
+    assert moodle.functions_called().count("enrol_manual_enrol_users") == 1
+    assert "enrol_manual_unenrol_users" not in moodle.functions_called()
 
 
 # --- the handoff --------------------------------------------------------------------------

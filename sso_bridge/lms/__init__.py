@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ..db import Database
-from ..settings import LmsSettings
+from ..settings import LmsSettings, RuleSettings
 from .base import LmsAdapter
 from .builtin import BuiltinLms
 
 
-def build_adapter(settings: LmsSettings, db: Database) -> LmsAdapter:
-    """The configured adapter (a closed set: `lms.type` is a Literal)."""
+def build_adapter(
+    settings: LmsSettings, db: Database, rules: Sequence[RuleSettings] = ()
+) -> LmsAdapter:
+    """The configured adapter (a closed set: `lms.type` is a Literal).
+
+    ``rules`` tell the Moodle adapter how the rules spell each course, so that it reports
+    an account's courses in those spellings.
+    """
     if settings.type == "builtin":
         return BuiltinLms(db)
     if settings.type == "moodle":
@@ -23,6 +31,7 @@ def build_adapter(settings: LmsSettings, db: Database) -> LmsAdapter:
             login=settings.moodle_login,
             student_role_id=settings.moodle_student_role_id,
             languages=settings.moodle_languages,
+            rule_courses=[course for rule in rules for course in rule.courses],
         )
     if settings.type == "scim":
         from .scim import ScimLms

@@ -14,9 +14,9 @@ service with these functions:
   when ``create_cohorts`` is on, ``core_cohort_create_cohorts`` (groups are
   site cohorts, named by their cohort ``idnumber``);
 - ``core_course_get_courses_by_field``, ``core_enrol_get_users_courses``,
-  ``enrol_manual_enrol_users``, ``enrol_manual_unenrol_users`` (courses, by
-  shortname, or ``id:<n>`` for a course id; the course needs a manual
-  enrolment instance);
+  ``core_enrol_get_enrolled_users``, ``enrol_manual_enrol_users``,
+  ``enrol_manual_unenrol_users`` (courses, by shortname, or ``id:<n>`` for a
+  course id; the course needs a manual enrolment instance);
 - ``auth_userkey_request_login_url`` with ``login="userkey"`` (the auth_userkey
   plugin, its mapping field set to ``idnumber``).
 
@@ -40,6 +40,18 @@ for all of them in one call. ``managed_cohorts`` narrows that to the cohorts
 the bridge's rules name (advisable on a site with many cohorts); a cohort
 outside it is never reported, so never removed.
 
+How the courses of an account are read, and spelled: ``core_enrol_get_users_courses``
+lists the active enrolments, each with its id and shortname. A rule may name a
+course either way, and provisioning compares names as strings, so each course is
+reported under the names the rules (``rule_courses``) give it, and under both
+spellings only when no rule names it (so that a grant made under a spelling since
+dropped from the rules is still found and taken back).
+
+An enrolment an admin suspended (or whose dates have run out) is not in that
+list, and ``enrol_manual_enrol_users`` on it would make it active again:
+`enrol` first asks ``core_enrol_get_enrolled_users`` for the course's inactive
+enrolments and leaves such a one as it is.
+
 Moodle cannot run where this project is tested: the tests run against a strict
 fake Moodle built from Moodle's documented web-service API and source
 (``tests/fake_moodle.py``), not against a real site.
@@ -51,6 +63,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -79,6 +92,7 @@ TRANSIENT_ERRORCODES = frozenset({"sitemaintenance"})
 WARNING_NOT_FOUND = "2"
 WARNING_ALREADY_MEMBER = "3"
 COURSE_ID_PREFIX = "id:"
+_COURSE_ID_RE = re.compile(r"^id:([0-9]+)$")
 _LANG_RE = re.compile(r"^[a-z]{2,3}(?:_[a-z0-9]+)*$")
 
 Login = Literal["userkey", "oidc"]
@@ -86,6 +100,20 @@ Login = Literal["userkey", "oidc"]
 # front page, which visitors see without one.
 OIDC_LOGIN_PATH = "/auth/oidc/"
 FRONT_PAGES = frozenset({"", "/", "/index.php"})
+
+CourseKey = tuple[Literal["id", "shortname"], str]
+
+
+@dataclass(frozen=True)
+class _Course:
+    id: int
+    shortname: str
+
+
+def course_key(name: str) -> CourseKey:
+    """What a rule's course name points at: ``id:042`` -> ("id", "42"), else the shortname."""
+    match = _COURSE_ID_RE.match(name)
+    return ("id", str(int(match.group(1)))) if match else ("shortname", name)
 
 
 def moodle_lang(language: str | None) -> str | None:
@@ -166,6 +194,7 @@ class MoodleLms:
         create_cohorts: bool = True,
         languages: Iterable[str] | None = None,
         cache_ttl: float = 300.0,
+        rule_courses: Iterable[str] = (),
         session: requests.Session | None = None,
     ) -> None:
         """Talk to the Moodle at ``base_url`` with a web-service ``token``.
@@ -176,7 +205,8 @@ class MoodleLms:
         language packs installed on the site: a person's language is sent only
         if installed, falling back to its base language ("en_us" -> "en"), and
         left out otherwise (Moodle refuses a language it does not have). Without
-        it the mapped code is sent as is.
+        it the mapped code is sent as is. ``rule_courses`` are the course names
+        the rules use: `find` reports courses in those spellings.
         """
         if login not in ("userkey", "oidc"):
             raise ValueError(f"login must be 'userkey' or 'oidc', not {login!r}")
@@ -195,7 +225,11 @@ class MoodleLms:
         # Never through a proxy from the environment: the token goes to Moodle only.
         self._session.trust_env = False
         self._cohorts = _Cache(cache_ttl)
-        self._courses: dict[str, tuple[int, float]] = {}
+        self._spellings: dict[CourseKey, frozenset[str]] = {}
+        for name in rule_courses:
+            key = course_key(name)
+            self._spellings[key] = self._spellings.get(key, frozenset()) | {name}
+        self._courses: dict[str, tuple[_Course, float]] = {}
         self._courses_lock = threading.Lock()
         self._cache_ttl = cache_ttl
 
@@ -293,29 +327,42 @@ class MoodleLms:
         )
 
     def enrol(self, account: LmsAccount, course: str) -> None:
-        course_id = self._course_id(course)
-        if course_id is None:
+        found = self._course(course)
+        if found is None:
             raise LmsTargetMissing(f"moodle: no course {course!r}", errorcode="nocourse")
+        user_id = int(account.account_id)
+        if self._rule_names(found) - {course} and self._is_active_in(found, user_id):
+            # Named both ways by the rules: enrolled under the other name at this login.
+            return
+        if self._has_inactive_enrolment(found.id, user_id):
+            # Suspended (or out of its dates) by a course admin: enrolling again would make
+            # it active (enrol_user() writes the status it is given). Theirs to lift.
+            return
         self._call(
             "enrol_manual_enrol_users",
             {
                 "enrolments": [
                     {
                         "roleid": self.student_role_id,
-                        "userid": int(account.account_id),
-                        "courseid": course_id,
+                        "userid": user_id,
+                        "courseid": found.id,
                     }
                 ]
             },
         )
 
     def unenrol(self, account: LmsAccount, course: str) -> None:
-        course_id = self._course_id(course)
-        if course_id is None:
+        found = self._course(course)
+        if found is None:
             return  # no such course: nobody is enrolled in it
+        if self._rule_names(found) - {course}:
+            # The rules also name this course the other way, and that spelling may still be
+            # granted to this person: provisioning cannot tell the two apart, so rather than
+            # unenrol now and enrol again at the next login, the enrolment stays.
+            return
         self._call(
             "enrol_manual_unenrol_users",
-            {"enrolments": [{"userid": int(account.account_id), "courseid": course_id}]},
+            {"enrolments": [{"userid": int(account.account_id), "courseid": found.id}]},
         )
 
     def login_url(self, account: LmsAccount, target: str) -> str | None:
@@ -372,7 +419,7 @@ class MoodleLms:
         if not self.create_cohorts:
             cohorts = self._cohort_ids(refresh=True)
             missing += [f"group {name}" for name in sorted(groups) if name not in cohorts]
-        missing += [f"course {name}" for name in sorted(courses) if self._course_id(name) is None]
+        missing += [f"course {name}" for name in sorted(courses) if self._course(name) is None]
         return missing
 
     # -- cohorts ------------------------------------------------------------------------------
@@ -459,28 +506,63 @@ class MoodleLms:
     # -- courses ------------------------------------------------------------------------------
 
     def _courses_of(self, user_id: int) -> frozenset[str]:
+        names: set[str] = set()
+        for course in self._enrolled_courses(user_id):
+            names |= self._rule_names(course) or self._both_names(course)
+        return frozenset(names)
+
+    def _enrolled_courses(self, user_id: int) -> list[_Course]:
+        """The courses the user is actively enrolled in (Moodle lists no other)."""
         result = self._call(
             "core_enrol_get_users_courses", {"userid": user_id, "returnusercount": False}
         )
         if not isinstance(result, list):
             raise self._unexpected("core_enrol_get_users_courses", "a list")
-        names: set[str] = set()
-        for course in result:
-            if not isinstance(course, dict):
-                continue
-            # Both spellings, so that rules naming a course either way compare equal.
-            if course.get("shortname"):
-                names.add(str(course["shortname"]))
-            if course.get("id") is not None:
-                names.add(f"{COURSE_ID_PREFIX}{course['id']}")
-        return frozenset(names)
+        return [
+            _Course(
+                _int(entry.get("id"), "core_enrol_get_users_courses"),
+                str(entry.get("shortname") or ""),
+            )
+            for entry in result
+            if isinstance(entry, dict)
+        ]
 
-    def _course_id(self, course: str) -> int | None:
-        """The id of a course named by shortname, or by ``id:<n>``; None if there is none."""
-        if course.startswith(COURSE_ID_PREFIX) and course[len(COURSE_ID_PREFIX) :].isdigit():
-            field, value = "id", course[len(COURSE_ID_PREFIX) :]
-        else:
-            field, value = "shortname", course
+    def _rule_names(self, course: _Course) -> frozenset[str]:
+        """The names the rules give this course (none, one, or both spellings)."""
+        by_id = self._spellings.get(("id", str(course.id)), frozenset())
+        return by_id | self._spellings.get(("shortname", course.shortname), frozenset())
+
+    @staticmethod
+    def _both_names(course: _Course) -> frozenset[str]:
+        names = {f"{COURSE_ID_PREFIX}{course.id}"}
+        return frozenset(names | {course.shortname} if course.shortname else names)
+
+    def _is_active_in(self, course: _Course, user_id: int) -> bool:
+        return course.id in {c.id for c in self._enrolled_courses(user_id)}
+
+    def _has_inactive_enrolment(self, course_id: int, user_id: int) -> bool:
+        """Whether the user has an enrolment in the course that is not active.
+
+        ``onlysuspended`` selects people enrolled in the course whose every enrolment is
+        suspended, in a disabled method, or outside its dates (get_enrolled_join()).
+        """
+        result = self._call(
+            "core_enrol_get_enrolled_users",
+            {
+                "courseid": course_id,
+                "options": [
+                    {"name": "onlysuspended", "value": 1},
+                    {"name": "userfields", "value": "id"},
+                ],
+            },
+        )
+        if not isinstance(result, list):
+            raise self._unexpected("core_enrol_get_enrolled_users", "a list")
+        return any(isinstance(u, dict) and u.get("id") == user_id for u in result)
+
+    def _course(self, course: str) -> _Course | None:
+        """The course a rule names by shortname, or by ``id:<n>``; None if there is none."""
+        field, value = course_key(course)
         with self._courses_lock:
             cached = self._courses.get(course)
         if cached is not None and time.monotonic() - cached[1] <= self._cache_ttl:
@@ -493,10 +575,13 @@ class MoodleLms:
         found = [c for c in courses if isinstance(c, dict) and str(c.get(field)) == value]
         if not found:
             return None
-        course_id = _int(found[0].get("id"), "core_course_get_courses_by_field")
+        resolved = _Course(
+            _int(found[0].get("id"), "core_course_get_courses_by_field"),
+            str(found[0].get("shortname") or ""),
+        )
         with self._courses_lock:
-            self._courses[course] = (course_id, time.monotonic())
-        return course_id
+            self._courses[course] = (resolved, time.monotonic())
+        return resolved
 
     # -- the REST call ------------------------------------------------------------------------
 
