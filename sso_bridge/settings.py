@@ -45,6 +45,8 @@ SECRETS_DIR_ENV = "SSO_BRIDGE_SECRETS_DIR"
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # Key ids are compared, never used as paths; the pattern gives bad ones a clear error.
 KID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+# A Moodle plugin name, as PARAM_AUTH accepts it (a typo would make Moodle refuse every create).
+MOODLE_PLUGIN = re.compile(r"[a-z][a-z0-9_]*[a-z0-9]")
 
 TokenAlgorithm = Literal["EdDSA", "ES256", "RS256", "HS256"]
 IdentityField = Literal[
@@ -153,6 +155,14 @@ class LmsSettings(Section):
     """Language packs installed on the Moodle site (Moodle codes such as `en`, `de`, `pt_br`): Moodle refuses others, so a person's language falls back to its base language or is left out."""
     moodle_student_role_id: int = Field(default=5, ge=1)
     """The role id course enrolments get (5 is Moodle's student)."""
+    moodle_auth: str | None = None
+    """Authentication method of the accounts the bridge creates in Moodle. Unset: `userkey` with `moodle_login = "userkey"`, `oidc` with `"oidc"` (`oauth2` for Moodle's own OAuth 2 plugin)."""
+    moodle_managed_cohorts: list[str] | None = None
+    """Cohort ID numbers the bridge reads and manages; it then never sees, so never removes, any other. Unset: every cohort on the site (slower on a site with many). Must include every cohort the rules name."""
+    moodle_create_cohorts: bool = True
+    """Create a cohort a rule names that Moodle does not have yet (a site cohort); `false` makes such a rule fail the login instead."""
+    moodle_cache_ttl: float = Field(default=300.0, ge=0, le=86400)
+    """Seconds the list of cohorts and each course's id are kept before being asked again; 0 asks at every login."""
 
     @field_validator("base_url")
     @classmethod
@@ -163,6 +173,26 @@ class LmsSettings(Section):
     @classmethod
     def _check_api_url(cls, value: str | None) -> str | None:
         return None if value is None else https_or_loopback(value).rstrip("/")
+
+    @field_validator("moodle_auth")
+    @classmethod
+    def _check_moodle_auth(cls, value: str | None) -> str | None:
+        if value is not None and not MOODLE_PLUGIN.fullmatch(value):
+            raise ValueError(
+                "must be the name of a Moodle authentication plugin, such as userkey or oidc"
+            )
+        return value
+
+    @field_validator("moodle_managed_cohorts")
+    @classmethod
+    def _check_managed_cohorts(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if any(not name.strip() for name in value):
+            raise ValueError("a cohort ID number cannot be empty")
+        if len(value) != len(set(value)):
+            raise ValueError("a cohort is listed twice")
+        return value
 
     @model_validator(mode="after")
     def _check_adapter(self) -> LmsSettings:
@@ -635,6 +665,21 @@ class Settings(BaseSettings):
             raise ValueError("provider.clients: client_id values must be unique")
         if self.provider.clients and self.lms.client_id not in ids:
             raise ValueError(f"lms.client_id {self.lms.client_id!r} is not in provider.clients")
+        return self
+
+    @model_validator(mode="after")
+    def _check_managed_cohorts(self) -> Settings:
+        managed = self.lms.moodle_managed_cohorts
+        if self.lms.type != "moodle" or managed is None:
+            return self
+        for index, rule in enumerate(self.rules):
+            # A cohort outside the list is never read back: it would be added at every
+            # login and never removed.
+            outside = [group for group in rule.groups if group not in managed]
+            if outside:
+                raise ValueError(
+                    f"rules.{index}.groups: {', '.join(outside)} not in lms.moodle_managed_cohorts"
+                )
         return self
 
     @property

@@ -405,6 +405,36 @@ def test_enrol_leaves_an_enrolment_an_admin_suspended(moodle: FakeMoodle, lms: M
     assert moodle.courses_of(user_id, active=True) == {"MATH101"}
 
 
+def test_the_adapter_options_come_from_the_settings(moodle: FakeMoodle, tmp_path: Any) -> None:
+    settings = LmsSettings(
+        type="moodle",
+        api_url=moodle.base_url,
+        api_token=moodle.token,
+        moodle_auth="oauth2",
+        moodle_managed_cohorts=["staff"],
+        moodle_create_cohorts=False,
+        moodle_cache_ttl=0,
+    )
+    db = Database(f"sqlite:///{tmp_path}/bridge.db")
+    lms = build_adapter(settings, db)
+    moodle.add_cohort("staff")
+    other = moodle.add_cohort("other")
+
+    account = lms.create(ADA)
+    lms.add_to_group(account, "staff")
+    moodle.cohort_members.add((other, int(account.account_id)))
+    with pytest.raises(LmsRejected):
+        lms.add_to_group(account, "no-such-cohort")  # not created
+    found = lms.find(ADA.external_id)
+    lms.find(ADA.external_id)
+
+    assert moodle.users_with_idnumber(ADA.external_id)[0]["auth"] == "oauth2"
+    assert moodle.cohort_id("no-such-cohort") is None
+    assert found is not None and found.groups == {"staff"}  # "other" is not managed
+    assert moodle.functions_called().count("core_cohort_get_cohorts") == 2  # no cache
+    db.dispose()
+
+
 # --- courses through provisioning ---------------------------------------------------------
 
 

@@ -17,6 +17,13 @@ issuer = "acme"
 keys = [{ kid = "k1", alg = "EdDSA", public_key_file = "k1.pem" }]
 """
 
+MOODLE = """
+[lms]
+type = "moodle"
+api_url = "https://learn.example.com"
+api_token = "placeholder"
+"""
+
 
 def write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "config.toml"
@@ -94,11 +101,47 @@ def test_secrets_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
             "provider.clients.0.client_secret: must be at least 32 characters",
         ),
         (MINIMAL + "this is not toml", "config.toml"),
+        (
+            MINIMAL + MOODLE + 'moodle_auth = "User Key"\n',
+            "lms.moodle_auth: must be the name of a Moodle authentication plugin",
+        ),
+        (
+            MINIMAL + MOODLE + "moodle_cache_ttl = -1\n",
+            "lms.moodle_cache_ttl: Input should be greater than or equal to 0",
+        ),
+        (
+            MINIMAL + MOODLE + 'moodle_managed_cohorts = ["staff", " "]\n',
+            "lms.moodle_managed_cohorts: a cohort ID number cannot be empty",
+        ),
+        (
+            MINIMAL + MOODLE + 'moodle_managed_cohorts = ["staff", "staff"]\n',
+            "lms.moodle_managed_cohorts: a cohort is listed twice",
+        ),
+        (
+            MINIMAL
+            + MOODLE
+            + 'moodle_managed_cohorts = ["staff"]\n'
+            + '[[rules]]\nname = "sales"\ngroups = ["staff", "dept-sales"]\n',
+            "rules.0.groups: dept-sales not in lms.moodle_managed_cohorts",
+        ),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
     found = problems(write(tmp_path, text))
     assert any(expected.replace("Value error, ", "") in line for line in found), found
+
+
+def test_moodle_adapter_options_load(tmp_path: Path) -> None:
+    text = (
+        MINIMAL
+        + MOODLE
+        + 'moodle_auth = "oauth2"\nmoodle_managed_cohorts = ["staff"]\n'
+        + "moodle_create_cohorts = false\nmoodle_cache_ttl = 0\n"
+        + '[[rules]]\nname = "all"\ngroups = ["staff"]\n'
+    )
+    lms = load_settings(write(tmp_path, text)).lms
+    assert (lms.moodle_auth, lms.moodle_managed_cohorts) == ("oauth2", ["staff"])
+    assert (lms.moodle_create_cohorts, lms.moodle_cache_ttl) == (False, 0)
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

@@ -30,6 +30,10 @@ def build_adapter(
             timeout=settings.timeout,
             login=settings.moodle_login,
             student_role_id=settings.moodle_student_role_id,
+            auth=settings.moodle_auth,
+            managed_cohorts=settings.moodle_managed_cohorts,
+            create_cohorts=settings.moodle_create_cohorts,
+            cache_ttl=settings.moodle_cache_ttl,
             languages=settings.moodle_languages,
             rule_courses=[course for rule in rules for course in rule.courses],
         )
