@@ -59,7 +59,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
 
         db = Database(settings.database.url, settings.database.pool_size)
         try:
-            adapter = build_adapter(settings.lms, db, settings.rules)
+            adapter = build_adapter(settings.lms, db, settings.rules, settings.outbound_proxy)
             missing = []
             if any(rule.groups for rule in settings.rules) and GROUPS not in adapter.capabilities:
                 missing.append("groups")
@@ -145,7 +145,7 @@ def moodle_oidc_client(settings: Settings) -> str | None:
 
 def _provider(connection_id: str, settings: Settings) -> None:
     from .connectors.oidc import OidcConnector
-    from .services import outbound_session
+    from .fetch import outbound_session
 
     connection = settings.connections[connection_id]
     assert connection.type in ("oidc", "oauth2")

@@ -1,10 +1,25 @@
-"""Bounded fetches of the documents the bridge trusts: IdP metadata, portal JWKS."""
+"""The bridge's outbound HTTP client, and bounded fetches of the documents it trusts:
+IdP metadata, portal JWKS."""
 
 from __future__ import annotations
 
 import time
 
 import requests
+
+
+def outbound_session(proxy: str | None) -> requests.Session:
+    """The HTTP client for the bridge's own requests (metadata, JWKS, the LMS API).
+
+    The environment's proxy variables and .netrc are ignored (trust_env): what the
+    bridge fetches, and through what, is configuration (`outbound_proxy`), not ambient
+    state.
+    """
+    session = requests.Session()
+    session.trust_env = False
+    if proxy:
+        session.proxies = {"http": proxy, "https": proxy}
+    return session
 
 
 class FetchError(ValueError):

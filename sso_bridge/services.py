@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import requests
-
 from .audit import Auditor
 from .connectors.base import Connector
 from .connectors.oidc import OidcConnector
@@ -14,6 +12,7 @@ from .connectors.saml_metadata import IdpMetadata
 from .connectors.token import TokenConnector
 from .connectors.token_keys import TokenKeyring
 from .db import Database
+from .fetch import outbound_session
 from .lms import build_adapter
 from .lms.base import LmsAdapter
 from .provisioning import Provisioner
@@ -37,25 +36,12 @@ class Services:
         self.db.dispose()
 
 
-def outbound_session(proxy: str | None) -> requests.Session:
-    """The HTTP client for the bridge's own requests (metadata, JWKS).
-
-    The environment's proxy variables and .netrc are ignored (trust_env): what the
-    bridge fetches, and through what, is configuration, not ambient state.
-    """
-    session = requests.Session()
-    session.trust_env = False
-    if proxy:
-        session.proxies = {"http": proxy, "https": proxy}
-    return session
-
-
 def build_services(settings: Settings) -> Services:
     """Wire the stages of the login path; every connector is built here, once."""
     db = Database(settings.database.url, settings.database.pool_size)
     url = settings.store.url.get_secret_value() if settings.store.url else None
     store = open_store(url, settings.store.key_prefix, settings.store.timeout)
-    lms = build_adapter(settings.lms, db, settings.rules)
+    lms = build_adapter(settings.lms, db, settings.rules, settings.outbound_proxy)
     http = outbound_session(settings.outbound_proxy)
     connectors: dict[str, Connector] = {}
     for connection_id, connection in settings.connections.items():

@@ -626,7 +626,7 @@ class Settings(BaseSettings):
     trusted_proxies: int = Field(default=0, ge=0, le=5)
     """How many reverse proxies in front of the bridge append to `X-Forwarded-For`; their entries give the client address used for rate limits and audit. 0 trusts none."""
     outbound_proxy: str | None = None
-    """Proxy URL (`http://proxy.internal:3128`) for the bridge's own requests: IdP metadata and portal JWKS. Proxy settings in the environment are not used."""
+    """Proxy URL (`http://proxy.internal:3128`) for the bridge's own requests: IdP metadata, portal JWKS and the LMS API (Moodle, SCIM). Proxy settings in the environment are not used."""
     var_dir: Path = Path("var")
     """Directory for files the bridge writes (SQLite database, cached metadata)."""
 

@@ -35,6 +35,7 @@ from sso_bridge.provisioning import Provisioned, Provisioner
 from sso_bridge.settings import LmsSettings, RuleSettings
 from sso_bridge.state import MemoryStore
 from tests.fake_moodle import FakeMoodle, php_decode
+from tests.forward_proxy import ForwardProxy
 from tests.services import free_port
 
 ADA = AccountProfile(
@@ -433,6 +434,19 @@ def test_the_adapter_options_come_from_the_settings(moodle: FakeMoodle, tmp_path
     assert found is not None and found.groups == {"staff"}  # "other" is not managed
     assert moodle.functions_called().count("core_cohort_get_cohorts") == 2  # no cache
     db.dispose()
+
+
+def test_calls_go_through_the_configured_outbound_proxy(moodle: FakeMoodle, tmp_path: Any) -> None:
+    settings = LmsSettings(type="moodle", api_url=moodle.base_url, api_token=moodle.token)
+    db = Database(f"sqlite:///{tmp_path}/bridge.db")
+    with ForwardProxy() as proxy:
+        assert build_adapter(settings, db, outbound_proxy=proxy.url).find("nobody") is None
+        relayed = proxy.seen
+        assert build_adapter(settings, db).find("nobody") is None
+    db.dispose()
+    # A proxy is sent the absolute URL; the adapter without one went direct.
+    assert relayed == [f"POST {moodle.rest_url}"]
+    assert proxy.seen == relayed
 
 
 # --- courses through provisioning ---------------------------------------------------------

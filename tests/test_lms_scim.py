@@ -11,6 +11,8 @@ from typing import Any
 import httpx2
 import pytest
 
+from sso_bridge.db import Database
+from sso_bridge.lms import build_adapter
 from sso_bridge.lms.base import (
     GROUPS,
     SUSPEND,
@@ -20,7 +22,9 @@ from sso_bridge.lms.base import (
     LmsUnavailable,
 )
 from sso_bridge.lms.scim import ScimLms, filter_string
+from sso_bridge.settings import LmsSettings
 
+from .forward_proxy import ForwardProxy
 from .scim_server import ScimServer, start_scim_server
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -570,6 +574,29 @@ def test_proxy_settings_from_the_environment_are_ignored(
         assert adapter.find(unique("ext")) is None
     finally:
         adapter.close()
+
+
+def test_requests_go_through_the_configured_outbound_proxy(
+    scim_server: ScimServer, tmp_path: Any
+) -> None:
+    settings = LmsSettings(type="scim", api_url=scim_server.url, api_token=scim_server.token)
+    db = Database(f"sqlite:///{tmp_path}/bridge.db")
+    external_id = unique("ext")
+    with ForwardProxy() as proxy:
+        through = build_adapter(settings, db, outbound_proxy=proxy.url)
+        direct = build_adapter(settings, db)
+        assert isinstance(through, ScimLms) and isinstance(direct, ScimLms)
+        try:
+            assert through.find(external_id) is None
+            relayed = proxy.seen
+            assert direct.find(external_id) is None
+        finally:
+            through.close()
+            direct.close()
+    db.dispose()
+    # A proxy is sent the absolute URL; the adapter without one went direct.
+    assert relayed and all(line.startswith(f"GET {scim_server.url}/") for line in relayed)
+    assert proxy.seen == relayed
 
 
 def test_vendor_attributes_in_answers_are_read_past() -> None:

@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..db import Database
+from ..fetch import outbound_session
 from ..settings import LmsSettings, RuleSettings
 from .base import LmsAdapter
 from .builtin import BuiltinLms
 
 
 def build_adapter(
-    settings: LmsSettings, db: Database, rules: Sequence[RuleSettings] = ()
+    settings: LmsSettings,
+    db: Database,
+    rules: Sequence[RuleSettings] = (),
+    outbound_proxy: str | None = None,
 ) -> LmsAdapter:
     """The configured adapter (a closed set: `lms.type` is a Literal).
 
     ``rules`` tell the Moodle adapter how the rules spell each course, so that it reports
-    an account's courses in those spellings.
+    an account's courses in those spellings. ``outbound_proxy`` is the bridge's proxy for
+    its own requests: the LMS API is reached through it like metadata and JWKS are.
     """
     if settings.type == "builtin":
         return BuiltinLms(db)
@@ -36,6 +41,7 @@ def build_adapter(
             cache_ttl=settings.moodle_cache_ttl,
             languages=settings.moodle_languages,
             rule_courses=[course for rule in rules for course in rule.courses],
+            session=outbound_session(outbound_proxy),
         )
     if settings.type == "scim":
         from .scim import ScimLms
@@ -47,5 +53,6 @@ def build_adapter(
             username=settings.api_username,
             password=settings.api_password.get_secret_value() if settings.api_password else None,
             timeout=settings.timeout,
+            proxy=outbound_proxy,
         )
     raise AssertionError(f"unknown LMS adapter {settings.type!r}")

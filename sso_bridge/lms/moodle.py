@@ -222,7 +222,8 @@ class MoodleLms:
         self.languages = frozenset(languages) if languages is not None else None
         self._token = token
         self._session = session or requests.Session()
-        # Never through a proxy from the environment: the token goes to Moodle only.
+        # Never through a proxy from the environment: the token goes to Moodle, or through
+        # the configured outbound proxy (build_adapter passes a session set up for it), only.
         self._session.trust_env = False
         self._cohorts = _Cache(cache_ttl)
         self._spellings: dict[CourseKey, frozenset[str]] = {}

@@ -2,7 +2,7 @@
 
 Requests and answers are built and read with scim2-client and scim2-models; the
 transport is an httpx2 client with timeouts, no redirects and no proxy taken from the
-environment.
+environment (only the configured `outbound_proxy`).
 
 - A person is a User with the enterprise extension: userName, externalId (the bridge's
   id, the lookup key), name.givenName/familyName, displayName, a primary work email,
@@ -104,6 +104,8 @@ class ScimLms:
         the adapter sets its base URL, credentials, timeout and SCIM headers. By
         default the adapter makes its own, which ignores proxy settings from the
         environment.
+    :param proxy: the proxy URL its own client goes through (the bridge's
+        `outbound_proxy`, as for its other outbound requests); None: direct.
     """
 
     name: ClassVar[str] = "scim"
@@ -117,6 +119,7 @@ class ScimLms:
         password: str | None = None,
         timeout: float = 10.0,
         http: httpx2.Client | None = None,
+        proxy: str | None = None,
     ) -> None:
         if token and (username or password):
             raise ValueError("give a bearer token or a username and password, not both")
@@ -140,6 +143,7 @@ class ScimLms:
                 timeout=httpx2.Timeout(timeout),
                 follow_redirects=False,
                 trust_env=False,
+                proxy=proxy,
             )
         else:
             http.base_url = httpx2.URL(self.base_url)

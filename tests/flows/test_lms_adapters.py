@@ -21,6 +21,7 @@ from sso_bridge.models import User
 from sso_bridge.settings import Settings
 from tests.conftest import Minter, build_app
 from tests.fake_moodle import FakeMoodle
+from tests.forward_proxy import ForwardProxy
 
 RULES = [
     {
@@ -98,13 +99,17 @@ def lms(request: pytest.FixtureRequest) -> Iterator[Lms]:
             moodle.check()
 
 
-@pytest.fixture
-def app(lms: Lms, make_settings: Callable[..., Settings]) -> Any:
-    settings = make_settings(rules=RULES)
+def lms_settings(lms: Lms, make_settings: Callable[..., Settings], **top: Any) -> Settings:
+    settings = make_settings(rules=RULES, **top)
     if lms.settings:
         settings = settings.model_copy(update={"lms": settings.lms.model_copy(update=lms.settings)})
         settings = Settings.model_validate(settings.model_dump())
-    application = build_app(settings)
+    return settings
+
+
+@pytest.fixture
+def app(lms: Lms, make_settings: Callable[..., Settings]) -> Any:
+    application = build_app(lms_settings(lms, make_settings))
     yield application
     application.extensions["sso_bridge"].close()
 
@@ -253,3 +258,19 @@ def test_a_rule_naming_a_course_moodle_lacks_is_skipped_not_fatal(
         finally:
             application.extensions["sso_bridge"].close()
         moodle.check()
+
+
+def test_the_lms_is_reached_through_the_outbound_proxy(
+    lms: Lms, make_settings: Callable[..., Settings], mint: Minter
+) -> None:
+    if lms.kind == "builtin":
+        pytest.skip("the builtin LMS is the bridge's own database")
+    with ForwardProxy() as proxy:
+        application = build_app(lms_settings(lms, make_settings, outbound_proxy=proxy.url))
+        try:
+            response = login(application, person(mint, f"E{uuid.uuid4().hex[:8]}"))
+        finally:
+            application.extensions["sso_bridge"].close()
+        assert response.status_code == 303, response.get_data(as_text=True)[:500]
+        assert proxy.seen, "the LMS API was called directly"
+        assert all(f" {lms.settings['api_url']}/" in line for line in proxy.seen)
