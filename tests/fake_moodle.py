@@ -75,9 +75,10 @@ in the body). Any other GET is a page of the site: 200 for a session, else a
 303 to ``/login/index.php``; ``pages`` records who saw what.
 
 Failure injection: ``fail_next(n, status=503)`` answers the next n REST calls
-with that status and an HTML body, doing nothing; ``delay_next(seconds)`` runs
-the next REST call (its change is made) and only then waits before answering,
-so a client that times out has still changed the site.
+with that status and an HTML body, doing nothing; ``delay_next(seconds,
+function=None)`` runs the next REST call (of that function, if named), its change
+made, and only then waits before answering, so a client that times out has still
+changed the site.
 
 An admin's hand: ``suspend_enrolment(course_id, user_id)`` suspends an enrolment as
 a course admin does on the Participants page.
@@ -584,7 +585,7 @@ class _Key:
 @dataclass
 class _Injected:
     failures: list[int] = field(default_factory=list)
-    delays: list[float] = field(default_factory=list)
+    delays: list[tuple[float, str | None]] = field(default_factory=list)
 
 
 # --- the fake -----------------------------------------------------------------------------
@@ -791,10 +792,11 @@ class FakeMoodle:
         with self._lock:
             self._injected.failures.extend([status] * n)
 
-    def delay_next(self, seconds: float) -> None:
-        """Run the next REST call, then wait ``seconds`` before answering it."""
+    def delay_next(self, seconds: float, function: str | None = None) -> None:
+        """Run the next REST call (of ``function``, if given), then wait ``seconds`` before
+        answering it."""
         with self._lock:
-            self._injected.delays.append(seconds)
+            self._injected.delays.append((seconds, function))
 
     # --- URLs ----------------------------------------------------------------------------
 
@@ -827,7 +829,6 @@ class FakeMoodle:
     def _rest(self, request: Request) -> Response:
         with self._lock:
             status = self._injected.failures.pop(0) if self._injected.failures else None
-            delay = self._injected.delays.pop(0) if self._injected.delays else None
         if status is not None:
             return Response(
                 f"<html><body><h1>{status}</h1>The server is unavailable.</body></html>",
@@ -845,6 +846,7 @@ class FakeMoodle:
             variables.pop(name)
         call = Call(function=str(function or ""), params=variables)
         with self._lock:
+            delay = self._take_delay(call.function)
             self.calls.append(call)
             try:
                 result = self._run(token, function, variables)
@@ -857,6 +859,13 @@ class FakeMoodle:
             time.sleep(delay)
         content_type = "application/json" if restformat == "json" else "application/xml"
         return Response(body, status=200, content_type=content_type)
+
+    def _take_delay(self, function: str) -> float | None:
+        for index, (seconds, only) in enumerate(self._injected.delays):
+            if only is None or only == function:
+                del self._injected.delays[index]
+                return seconds
+        return None
 
     def _run(self, token: Any, function: Any, params: dict[str, Any]) -> Any:
         if not isinstance(token, str) or token not in self.tokens:

@@ -46,6 +46,8 @@ class Lms:
     direct_login: bool
     fail_next: Callable[[int], None] | None
     suspended: Callable[[str], bool] | None = None
+    slow_create: Callable[[float], None] | None = None
+    """Make the next account create happen, but answer only after this many seconds."""
 
 
 @pytest.fixture(params=["builtin", "scim", "moodle"])
@@ -72,6 +74,7 @@ def lms(request: pytest.FixtureRequest) -> Iterator[Lms]:
             False,
             lambda n: server.fail_next(n, status=503),
             lambda external_id: server.users(external_id)[0].get("active") is False,
+            lambda seconds: server.delay_next(seconds, method="POST", path="/Users"),
         )
         server.clear_faults()
     else:
@@ -95,6 +98,7 @@ def lms(request: pytest.FixtureRequest) -> Iterator[Lms]:
                 True,
                 lambda n: moodle.fail_next(n, status=503),
                 lambda external_id: moodle.users_with_idnumber(external_id)[0]["suspended"] == 1,
+                lambda seconds: moodle.delay_next(seconds, "core_user_create_users"),
             )
             moodle.check()
 
@@ -171,6 +175,30 @@ def test_a_leaver_is_refused_and_suspended_and_comes_back_when_rehired(
     if lms.suspended is not None:
         assert not lms.suspended(external_id)
         assert lms.accounts(external_id) == 1
+
+
+def test_a_create_that_timed_out_is_found_not_made_again(
+    lms: Lms, make_settings: Callable[..., Settings], mint: Minter
+) -> None:
+    if lms.slow_create is None:
+        pytest.skip("the builtin LMS makes no network call to time out")
+    settings = lms_settings(lms, make_settings)
+    settings = Settings.model_validate(
+        {**settings.model_dump(), "lms": {**settings.lms.model_dump(), "timeout": 0.5}}
+    )
+    application = build_app(settings)
+    try:
+        lms.slow_create(2.0)  # made in the LMS, answered after the bridge gave up
+
+        response = login(application, person(mint, f"E{uuid.uuid4().hex[:8]}"))
+
+        # The retry within the same login looks the account up first and finds it.
+        assert response.status_code == 303, response.get_data(as_text=True)[:500]
+        assert lms.accounts(public_id(application)) == 1
+        calls = application.extensions["sso_bridge"].audit.tail(1)[0]["detail"]["lms_calls"]
+        assert {"call": "create", "outcome": "ok", "attempts": 2} in calls
+    finally:
+        application.extensions["sso_bridge"].close()
 
 
 def test_a_flaky_lms_makes_no_duplicates_and_every_login_completes(
