@@ -495,8 +495,16 @@ class S256CodeChallenge(CodeChallenge):
         if not data.get("code_challenge") and not data.get("code_challenge_method"):
             if client.require_pkce:
                 raise InvalidRequestError("PKCE is required: send code_challenge with method S256.")
-            # A confidential client that opted out (settings allow it only with a secret):
-            # the code is bound to it and its redirect URI, and redeemed only with its secret.
+            # A confidential client that opted out (settings allow it only with a secret).
+            # Its secret stops a stolen code being redeemed by someone else, not an
+            # attacker injecting a victim's code into their own login at the client: for
+            # that, RFC 9700 2.1.1 accepts the OpenID Connect nonce instead of PKCE, so
+            # without PKCE the request must be OpenID Connect and carry a nonce, which the
+            # ID token echoes and the client checks against the login it started.
+            if "openid" not in (grant.request.payload.scope or "").split():
+                raise InvalidRequestError("Without PKCE the scope must include openid.")
+            if not data.get("nonce"):
+                raise InvalidRequestError("Without PKCE a nonce is required.")
             return
         if not data.get("code_challenge"):
             raise InvalidRequestError("code_challenge_method was sent without code_challenge.")

@@ -19,6 +19,7 @@ import pytest
 from joserfc import jwt
 
 from sso_bridge.models import OidcClient
+from tests.html_forms import form_fields
 from tests.test_provider import (
     BASE,
     LMS_REDIRECT,
@@ -86,15 +87,14 @@ def refused(response: Any, error: str, description: str) -> None:
 
 @pytest.mark.parametrize("post_secret", [False, True], ids=["basic", "post"])
 def test_the_code_flow_completes_without_pkce(bridge: Bridge, post_secret: bool) -> None:
-    # As auth_oidc sends it: response_mode=form_post and an Azure `resource`, both unknown
-    # to the bridge, which answers by query (the plugin reads code and state from either).
+    # As auth_oidc sends it: response_mode=form_post (the code comes back in a POST body)
+    # and an Azure `resource`, which the bridge ignores.
     flow = start(bridge, response_mode="form_post", resource="https://graph.microsoft.com")
-    assert flow.response.status_code == 302
-    assert redirect_base(flow.response) == NOPKCE_REDIRECT
-    params = query(flow.response)
+    action, params = form_fields(flow.response)
+    assert action == NOPKCE_REDIRECT
     assert params["state"] == flow.state  # state is echoed as for every client
     assert params["iss"] == BASE
-    response = exchange(bridge, flow.code, post_secret=post_secret)
+    response = exchange(bridge, params["code"], post_secret=post_secret)
     assert response.status_code == 200, response.get_json()
     claims = verify_id_token(bridge.client(), response.get_json()["id_token"]).claims
     jwt.JWTClaimsRegistry(
@@ -113,12 +113,29 @@ def test_a_challenge_it_does_send_is_verified(bridge: Bridge) -> None:
     assert exchange(bridge, flow.code, v).status_code == 200
 
 
-def test_the_nonce_stays_optional_and_bounded(bridge: Bridge) -> None:
-    without = start(bridge, nonce=None)
-    body = exchange(bridge, without.code).get_json()
-    assert "nonce" not in verify_id_token(bridge.client(), body["id_token"]).claims
+def test_without_pkce_a_nonce_and_openid_are_required(bridge: Bridge) -> None:
+    # The nonce is what stands in for PKCE against an injected code (RFC 9700 2.1.1).
+    for params, description in (
+        ({"nonce": None}, "Without PKCE a nonce is required."),
+        ({"nonce": ""}, "Without PKCE a nonce is required."),
+        ({"scope": "profile email"}, "Without PKCE the scope must include openid."),
+    ):
+        flow = start(bridge, **params)
+        assert redirect_base(flow.response) == NOPKCE_REDIRECT
+        assert (query(flow.response)["error"], query(flow.response)["error_description"]) == (
+            "invalid_request",
+            description,
+        ), params
+        assert "code" not in query(flow.response)
     long = start(bridge, nonce="n" * 256)
     assert query(long.response)["error_description"] == "The nonce is too long."
+
+
+def test_with_pkce_the_nonce_stays_optional(bridge: Bridge) -> None:
+    verifier = secrets.token_urlsafe(48)
+    flow = start(bridge, nonce=None, code_challenge=s256(verifier), code_challenge_method="S256")
+    body = exchange(bridge, flow.code, verifier).get_json()
+    assert "nonce" not in verify_id_token(bridge.client(), body["id_token"]).claims
 
 
 # -- what is still refused ----------------------------------------------------------------------
@@ -269,4 +286,4 @@ def test_a_public_client_requires_pkce_even_if_its_row_says_otherwise(bridge: Br
 def test_discovery_still_says_s256_only(bridge: Bridge) -> None:
     doc = bridge.client().get("/.well-known/openid-configuration").get_json()
     assert doc["code_challenge_methods_supported"] == ["S256"]
-    assert doc["response_modes_supported"] == ["query"]
+    assert doc["response_modes_supported"] == ["query", "form_post"]
