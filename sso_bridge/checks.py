@@ -91,8 +91,14 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
     attempt("store reachable", store)
     attempt("provider signing keys", provider_keys)
     attempt(f"LMS adapter {settings.lms.type}", lms)
-    if settings.lms.type == "moodle" and settings.lms.moodle_login == "oidc":
+    moodle_oidc = settings.lms.type == "moodle" and settings.lms.moodle_login == "oidc"
+    if moodle_oidc:
         attempt("Moodle sign-in through the provider", partial(moodle_oidc_client, settings))
+    for index, client in enumerate(settings.provider.clients):
+        if not client.require_pkce and not (
+            moodle_oidc and client.client_id == settings.lms.client_id
+        ):
+            attempt(f"provider client {client.client_id}", partial(_pkce_off, index))
     for cid, connection in settings.connections.items():
         if connection.type == "token":
             attempt(
@@ -119,19 +125,13 @@ MOODLE_PKCE_HINT = "Moodle's OIDC plugins send no PKCE, so the provider refuses 
 def moodle_oidc_client(settings: Settings) -> str | None:
     """With ``moodle_login = "oidc"``: a warning when the LMS client will refuse Moodle.
 
-    A warning, not a failure: a plugin that does send PKCE works as configured. No
-    client at all is a failure: nobody could sign in to Moodle.
+    A warning, not a failure: a plugin that does send PKCE works as configured. (That
+    the client exists is checked with the settings.)
     """
     lms = settings.lms
-    found = [
+    index, client = next(
         (i, c) for i, c in enumerate(settings.provider.clients) if c.client_id == lms.client_id
-    ]
-    if not found:
-        raise RuntimeError(
-            f'lms.moodle_login = "oidc" needs a [[provider.clients]] entry with client_id = '
-            f"{lms.client_id!r} (lms.client_id): Moodle signs people in through it"
-        )
-    index, client = found[0]
+    )
     if not client.require_pkce:
         return None
     key = f"provider.clients.{index}"
@@ -141,6 +141,15 @@ def moodle_oidc_client(settings: Settings) -> str | None:
             f"{key}.client_secret and {key}.require_pkce = false (docs/lms.md, 2.4)"
         )
     return f"{key}.require_pkce is true: {MOODLE_PKCE_HINT}; set it to false (docs/lms.md, 2.4)"
+
+
+def _pkce_off(index: int) -> str:
+    # Allowed (a confidential client with a nonce), but only Moodle's OpenID Connect
+    # sign-in is known to need it: anywhere else it is probably left over.
+    return (
+        f"provider.clients.{index}.require_pkce is false: turn PKCE back on unless this "
+        "client cannot send it (docs/lms.md, 2.4)"
+    )
 
 
 def _provider(connection_id: str, settings: Settings) -> None:

@@ -256,7 +256,7 @@ class ClientSettings(Section):
     scopes: list[str] = ["openid", "profile", "email", "employee", "groups"]
     """Scopes the client may ask for."""
     require_pkce: bool = True
-    """Refuse authorization requests without PKCE (S256). `false` only for a client with `client_secret` whose LMS cannot send PKCE (Moodle's OIDC plugins); a challenge it does send is still verified, and `plain` is always refused."""
+    """Refuse authorization requests without PKCE (S256). `false` only for a client with `client_secret` whose LMS cannot send PKCE (Moodle's OIDC plugins): its requests without PKCE must then be OpenID Connect (`openid` scope) with a `nonce`; a challenge it does send is still verified, and `plain` is always refused."""
 
     @field_validator("redirect_uris")
     @classmethod
@@ -274,9 +274,11 @@ class ClientSettings(Section):
     @classmethod
     def _pkce_or_secret(cls, value: bool, info: ValidationInfo) -> bool:
         # RFC 9700 (OAuth 2.0 Security BCP) 2.1.1: a confidential client proves itself at
-        # the token endpoint, so a stolen or injected code is useless without its secret,
-        # and the redirect URI binds the code to the LMS; PKCE is still recommended and
-        # stays the default. A public client has no secret: PKCE is its only proof.
+        # the token endpoint, so a stolen code is useless to anyone without its secret;
+        # against a code injected into the client's own login, the OpenID Connect nonce
+        # stands in for PKCE, and the provider requires one from such a client
+        # (provider.py). PKCE stays the default. A public client has no secret: PKCE is
+        # its only proof.
         if "client_secret" not in info.data:
             return value  # the secret itself was invalid: that error is the one to show
         if not value and info.data["client_secret"] is None:
@@ -665,6 +667,12 @@ class Settings(BaseSettings):
             raise ValueError("provider.clients: client_id values must be unique")
         if self.provider.clients and self.lms.client_id not in ids:
             raise ValueError(f"lms.client_id {self.lms.client_id!r} is not in provider.clients")
+        if self.lms.type == "moodle" and self.lms.moodle_login == "oidc" and not ids:
+            # Nobody could sign in to Moodle: refused at start, not found at the first login.
+            raise ValueError(
+                f'lms.moodle_login = "oidc" needs a [[provider.clients]] entry with client_id '
+                f"= {self.lms.client_id!r} (lms.client_id): Moodle signs people in through it"
+            )
         return self
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from pydantic import ValidationError
 
 from sso_bridge.checks import moodle_oidc_client
 from sso_bridge.cli import main
@@ -225,6 +226,23 @@ def test_check_is_quiet_once_the_moodle_client_drops_pkce(tmp_path: Path, keys: 
     assert result.exit_code == 0, rows
     assert rows[MOODLE_ROW] == {"check": MOODLE_ROW, "ok": True}
     assert rows["LMS adapter moodle"]["ok"] is True
+    assert "provider client lms" not in rows  # the one client that needs it: no warning
+
+
+def test_check_warns_of_pkce_turned_off_where_moodle_does_not_need_it(
+    tmp_path: Path, keys: Keys
+) -> None:
+    path = config_file(tmp_path, keys)
+    redirect = 'redirect_uris = ["http://127.0.0.1:5000/lms/callback"]\n'
+    path.write_text(path.read_text().replace(redirect, redirect + "require_pkce = false\n"))
+
+    result = run("--config", str(path), "check")
+
+    assert result.exit_code == 0, result.output
+    assert (
+        "WARN provider client lms: provider.clients.0.require_pkce is false: turn PKCE back on "
+        "unless this client cannot send it (docs/lms.md, 2.4)"
+    ) in result.output.splitlines()
 
 
 def test_a_public_moodle_client_is_told_to_get_a_secret(make_settings: Any) -> None:
@@ -241,14 +259,10 @@ def test_a_public_moodle_client_is_told_to_get_a_secret(make_settings: Any) -> N
     )
 
 
-def test_moodle_without_a_provider_client_fails_the_check(make_settings: Any) -> None:
-    settings = make_settings(
-        lms=MOODLE_OIDC_LMS,
-        provider={"clients": []},
-    )
-    with pytest.raises(RuntimeError) as info:
-        moodle_oidc_client(settings)
-    assert str(info.value) == (
-        'lms.moodle_login = "oidc" needs a [[provider.clients]] entry with client_id = '
-        "'lms' (lms.client_id): Moodle signs people in through it"
-    )
+def test_moodle_without_a_provider_client_stops_the_start(make_settings: Any) -> None:
+    with pytest.raises(ValidationError) as info:
+        make_settings(lms=MOODLE_OIDC_LMS, provider={"clients": []})
+    assert (
+        'lms.moodle_login = "oidc" needs a [[provider.clients]] entry with client_id '
+        "= 'lms' (lms.client_id): Moodle signs people in through it"
+    ) in str(info.value)
