@@ -31,6 +31,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from tests.fake_moodle import FakeMoodle
+from tests.html_forms import form_fields
 
 OIDC_PATH = "/auth/oidc/"
 
@@ -82,12 +83,17 @@ class MoodleOidcPlugin:
         }
         return f"{self.issuer}/oauth2/authorize?{urlencode(params)}"
 
-    def complete(self, callback: str) -> MoodleLogin:
-        """``/auth/oidc/?code=…&state=…``: redeem the code and sign the person in to Moodle."""
+    def complete(self, answer: Any) -> MoodleLogin:
+        """The provider's answer, posted (form_post) or redirected to ``/auth/oidc/``:
+        redeem the code and sign the person in to Moodle."""
+        if answer.status_code == 200:
+            callback, params = form_fields(answer)  # the browser posts the form
+        else:
+            callback = answer.headers["Location"]
+            params = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
         parts = urlsplit(callback)
         if f"{parts.scheme}://{parts.netloc}{parts.path}" != self.redirect_uri:
             raise PluginError(f"not the plugin's redirect URI: {callback}")
-        params = {k: v[0] for k, v in parse_qs(parts.query).items()}
         if params.get("error_description"):
             # The plugin logs it and shows errorauthgeneral on the front page.
             raise PluginError(f"errorauthgeneral: {params['error_description']}")

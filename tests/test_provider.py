@@ -35,6 +35,7 @@ from sso_bridge.provider_keys import ProviderKeyError, ProviderKeys
 from sso_bridge.services import Services, build_services
 from sso_bridge.settings import Settings
 from sso_bridge.web.provider import init_provider
+from tests.html_forms import form_fields
 
 BASE = "http://127.0.0.1:5000"
 LMS_REDIRECT = f"{BASE}/lms/callback"
@@ -156,7 +157,8 @@ class Bridge:
 
 
 def build_bridge(settings: Settings) -> Bridge:
-    app = Flask(__name__)
+    # Rooted in the package, for its templates and static files (the form_post page).
+    app = Flask("sso_bridge")
     app.config["TESTING"] = True
     services = build_services(settings)
     app.extensions["sso_bridge"] = services
@@ -330,6 +332,7 @@ def test_discovery_document_is_built_from_base_url(bridge: Bridge) -> None:
     assert set(doc["scopes_supported"]) == {"openid", "profile", "email", "employee", "groups"}
     assert {"sub", "employee_id", "groups", "email", "name"} <= set(doc["claims_supported"])
     assert doc["authorization_response_iss_parameter_supported"] is True
+    assert doc["response_modes_supported"] == ["query", "form_post"]
     OpenIDProviderMetadata(doc).validate()
 
 
@@ -444,6 +447,61 @@ def test_scopes_the_client_may_not_have_are_dropped(make_bridge: Callable[..., B
     flow = authorize(bridge.signed_in(user_id, public_id), scope="openid email groups profile")
     body = redeem(bridge.client(), flow.code, flow.verifier).get_json()
     assert body["scope"] == "openid profile"
+
+
+def test_form_post_puts_the_code_in_a_post_body_not_a_url(bridge: Bridge) -> None:
+    user_id, public_id = bridge.add_user()
+    flow = authorize(bridge.signed_in(user_id, public_id), response_mode="form_post")
+
+    page = flow.response
+    assert page.status_code == 200 and "Location" not in page.headers
+    assert page.headers["Cache-Control"] == "no-store"
+    action, fields = form_fields(page)
+    assert action == LMS_REDIRECT
+    assert set(fields) == {"code", "state", "iss"}
+    assert (fields["state"], fields["iss"]) == (flow.state, BASE)
+    # The page may post only to the client's origin, and run only its own script.
+    policy = page.headers["Content-Security-Policy"]
+    assert f"form-action {urlsplit(LMS_REDIRECT).scheme}://{urlsplit(LMS_REDIRECT).netloc};" in (
+        policy
+    )
+    assert "script-src 'sha256-" in policy and "unsafe-inline" not in policy
+    assert redeem(bridge.client(), fields["code"], flow.verifier).status_code == 200
+
+
+def test_form_post_carries_errors_too(bridge: Bridge) -> None:
+    user_id, public_id = bridge.add_user()
+    flow = authorize(
+        bridge.signed_in(user_id, public_id), response_mode="form_post", code_challenge=None
+    )
+    action, fields = form_fields(flow.response)
+    assert action == LMS_REDIRECT
+    assert fields["error"] == "invalid_request" and fields["state"] == flow.state
+    assert "code" not in fields
+
+
+def test_a_response_mode_the_provider_does_not_offer_is_refused(bridge: Bridge) -> None:
+    user_id, public_id = bridge.add_user()
+    browser = bridge.signed_in(user_id, public_id)
+    for mode in ("fragment", "web_message", ["query", "form_post"]):
+        flow = authorize(browser, response_mode=mode)
+        assert redirect_base(flow.response) == LMS_REDIRECT
+        params = query(flow.response)
+        assert (params["error"], params["error_description"]) == (
+            "invalid_request",
+            "response_mode must be query or form_post.",
+        ), mode
+        assert "code" not in params
+
+
+def test_form_post_is_not_offered_to_an_unverified_redirect_uri(bridge: Bridge) -> None:
+    user_id, public_id = bridge.add_user()
+    flow = authorize(
+        bridge.signed_in(user_id, public_id),
+        response_mode="form_post",
+        redirect_uri="https://evil.example/cb",
+    )
+    assert_page(flow.response, 400, "oidc_redirect_uri_invalid")
 
 
 def test_nonce_is_optional(bridge: Bridge) -> None:

@@ -48,6 +48,7 @@ from ..provider_errors import (
 from ..provider_keys import ProviderKeys
 from ..services import Services
 from .context import absolute_url, correlation_id, current_session
+from .form_post import FORM_POST, RESPONSE_MODES, as_form_post
 
 bp = Blueprint("provider", __name__)
 log = get_logger("sso_bridge.web.provider")
@@ -140,7 +141,7 @@ def discovery() -> Response:
             "jwks_uri": absolute_url("/oauth2/jwks"),
             "scopes_supported": SCOPES,
             "response_types_supported": [RESPONSE_TYPE],
-            "response_modes_supported": ["query"],
+            "response_modes_supported": list(RESPONSE_MODES),
             "grant_types_supported": [GRANT_TYPE],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": provider.keys.algorithms,
@@ -165,6 +166,19 @@ def jwks() -> Response:
 
 @bp.get("/oauth2/authorize")
 def authorize() -> Response:
+    response = _authorize()
+    # Only a redirect back to the client (Authlib set it to the registered URI) becomes a
+    # form post; an invalid response_mode was refused in _authorize, by query.
+    if (
+        request.args.get("response_mode") == FORM_POST
+        and response.status_code in (302, 303)
+        and g.get("client_redirect_uri")
+    ):
+        return as_form_post(response, g.client_redirect_uri)
+    return response
+
+
+def _authorize() -> Response:
     state = _state()
     server = state.server
     end_user = _end_user()
@@ -172,6 +186,8 @@ def authorize() -> Response:
     # nothing is decided about the person before the request itself is known good.
     try:
         grant = server.get_consent_grant(end_user=end_user)
+        g.client_redirect_uri = grant.redirect_uri
+        _check_response_mode(grant)
         max_age = _max_age(grant)
     except OAuth2Error as error:
         return _refuse(server, error)
@@ -241,6 +257,7 @@ def _refuse(server: BridgeAuthorizationServer, error: OAuth2Error) -> Response:
     """Send an OAuth error back to the client, or show the error page when that is unsafe."""
     if error.redirect_uri:
         # Authlib sets redirect_uri only once the client and the URI are verified.
+        g.client_redirect_uri = error.redirect_uri
         _audit_authorize(FAILURE, str(error.error), detail=str(error.description or ""))
         response: Response = server.handle_error_response(None, error)
         return response
@@ -260,6 +277,17 @@ def _page_error(provider: Provider, error: OAuth2Error) -> BridgeError:
     if not client.check_redirect_uri(redirect_uri):
         return RedirectUriNotRegistered(detail, client_id=client_id, redirect_uri=redirect_uri)
     return InvalidAuthorizationRequest(detail, client_id=client_id)
+
+
+def _check_response_mode(grant: Any) -> None:
+    """Only the modes the discovery document lists; not one ignored in silence."""
+    modes = request.args.getlist("response_mode")
+    if len(modes) > 1 or (modes and modes[0] not in RESPONSE_MODES):
+        raise InvalidRequestError(
+            "response_mode must be query or form_post.",
+            redirect_uri=grant.redirect_uri,
+            state=request.args.get("state"),
+        )
 
 
 def _max_age(grant: Any) -> int | None:
