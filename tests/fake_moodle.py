@@ -105,14 +105,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 from xml.sax.saxutils import escape
 
 from werkzeug.wrappers import Request, Response
 
-from tests.services import HOST, ServiceError, WsgiThread
+from tests.services import HOST, Closing, ServiceError, WsgiThread
 
 REST_PATH = "/webservice/rest/server.php"
 USERKEY_LOGIN_PATH = "/auth/userkey/login.php"
@@ -591,7 +590,7 @@ class _Injected:
 # --- the fake -----------------------------------------------------------------------------
 
 
-class FakeMoodle:
+class FakeMoodle(Closing):
     """A strict fake Moodle on a free 127.0.0.1 port (started by the constructor)."""
 
     def __init__(
@@ -1486,17 +1485,6 @@ class FakeMoodle:
         """Fail if a request hit a bug in the fake."""
         if self.errors:
             raise FakeMoodleError("the fake Moodle failed:\n" + "\n".join(self.errors))
-
-    def __enter__(self) -> FakeMoodle:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _xmlize(value: Any) -> str:

@@ -15,10 +15,9 @@ from __future__ import annotations
 import http.client
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from urllib.parse import urlsplit
 
-from tests.services import HOST
+from tests.services import HOST, Closing
 
 # Hop-by-hop headers (RFC 9110, section 7.6.1) and those http.client sets itself.
 _NOT_FORWARDED = frozenset(
@@ -72,7 +71,7 @@ class _ProxyServer(ThreadingHTTPServer):
             self.seen.append(line)
 
 
-class ForwardProxy:
+class ForwardProxy(Closing):
     """The proxy, serving from a daemon thread until `stop` (or the end of a with block)."""
 
     def __init__(self) -> None:
@@ -95,14 +94,3 @@ class ForwardProxy:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-    def __enter__(self) -> ForwardProxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

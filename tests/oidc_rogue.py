@@ -41,7 +41,6 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qsl, unquote_plus, urlencode, urlsplit, urlunsplit
 
@@ -53,7 +52,7 @@ from joserfc.jwk import ECKey, KeySet, OctKey, RSAKey
 from joserfc.jws import JWSRegistry
 from werkzeug.wrappers import Request, Response
 
-from tests.services import HOST, ServiceError, WsgiThread
+from tests.services import HOST, Closing, ServiceError, WsgiThread
 
 CLIENT_ID = "sso-bridge"
 CLIENT_SECRET = "rogue-client-secret-0123456789abcdef0123"  # tests only
@@ -306,7 +305,7 @@ class _OAuthError(Exception):
 # --- the provider ----------------------------------------------------------------------
 
 
-class RogueProvider:
+class RogueProvider(Closing):
     """A test-controlled OpenID Provider on a free 127.0.0.1 port (started by the constructor).
 
     The constructor registers one client (`client_id`, `client_secret`, `auth_method`,
@@ -756,17 +755,6 @@ class RogueProvider:
     def stop(self) -> None:
         if self._http is not None:
             self._http.stop()
-
-    def __enter__(self) -> RogueProvider:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def check(self) -> None:
         """Fail if a request hit a bug in the provider (e.g. a bad override)."""

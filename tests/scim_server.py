@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from socketserver import ThreadingMixIn
-from types import TracebackType
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import pytest
+
+from tests.services import Closing
 
 INSTALL_HINT = "install the project's dependencies: `pip install -e '.[dev]'`"
 HOST = "127.0.0.1"
@@ -158,7 +159,7 @@ def _build_application(
     return Application(storage, provider, service=service), storage
 
 
-class ScimServer:
+class ScimServer(Closing):
     """scim2-server on a free 127.0.0.1 port, started on creation; `close()` stops it.
 
     :param token: the bearer token clients must send; None for no bearer token.
@@ -325,17 +326,6 @@ class ScimServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
-
-    def __enter__(self) -> ScimServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # --- the WSGI layer in front of scim2-server ----------------------------------------
 

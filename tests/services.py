@@ -25,8 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import psycopg
 import pytest
@@ -42,6 +41,23 @@ INSTALL_HINT = (
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+
+
+class Closing:
+    """`with server:` for the test servers: closed for good when the block ends."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """For good (a server that can restart after `stop` also cleans up here)."""
+        self.stop()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class ServiceError(RuntimeError):
@@ -226,7 +242,7 @@ def _stop_all() -> None:
 # --- Redis ---------------------------------------------------------------------------
 
 
-class RedisServer:
+class RedisServer(Closing):
     """A private redis-server on a free 127.0.0.1 port, without persistence.
 
     Creating one starts it. `stop()` and `start()` take it down and bring it back on the
@@ -331,17 +347,6 @@ class RedisServer:
         _janitor.discard(self._key)
         _live.pop(id(self), None)
 
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _wait_until_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + START_TIMEOUT
@@ -391,7 +396,7 @@ def find_postgres_bindir() -> Path:
 _DB_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
-class PostgresServer:
+class PostgresServer(Closing):
     """A throwaway PostgreSQL cluster on a free 127.0.0.1 port, with fsync off.
 
     Creating one runs initdb and starts the server; `stop()` ends it and removes the
@@ -452,19 +457,6 @@ class PostgresServer:
                 _signal_and_wait(postmaster, signal.SIGQUIT)
         shutil.rmtree(self.dir, ignore_errors=True)
         _janitor.discard(self._key)
-
-    close = stop
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _prepare_dir(self) -> None:
         self.socket_dir.mkdir()
