@@ -16,13 +16,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from joserfc import jwt
+from sqlalchemy import text
 
+from sso_bridge.db import Database, alembic_config
 from sso_bridge.models import OidcClient
+from sso_bridge.provider import ProviderClient, sync_clients
+from sso_bridge.settings import Settings
 from tests.html_forms import form_fields
 from tests.test_provider import (
     BASE,
     LMS_REDIRECT,
+    LMS_SECRET,
     NOPKCE_REDIRECT,
     NOPKCE_SECRET,
     OTHER_SECRET,
@@ -287,3 +293,284 @@ def test_discovery_still_says_s256_only(bridge: Bridge) -> None:
     doc = bridge.client().get("/.well-known/openid-configuration").get_json()
     assert doc["code_challenge_methods_supported"] == ["S256"]
     assert doc["response_modes_supported"] == ["query", "form_post"]
+
+
+# -- a client changed while its code is outstanding ------------------------------------------------
+
+
+def reconfigure(bridge: Bridge, client_id: str, **changes: Any) -> None:
+    """Sync the client table from the bridge's settings with one client changed, as at a restart."""
+    data = bridge.settings.model_dump()
+    for client in data["provider"]["clients"]:
+        if client["client_id"] == client_id:
+            client.update(changes)
+    sync_clients(bridge.services.db, Settings.model_validate(data))
+
+
+def edit_row(bridge: Bridge, client_id: str, **changes: Any) -> None:
+    """Change a client's row by hand, behind the configuration's back."""
+    with bridge.services.db.session() as session:
+        row = session.get(OidcClient, client_id)
+        assert row is not None
+        for name, value in changes.items():
+            setattr(row, name, value)
+
+
+@pytest.mark.parametrize("how", ["row", "configuration"])
+def test_a_code_issued_with_pkce_still_needs_its_verifier_when_the_client_drops_pkce(
+    bridge: Bridge, how: str
+) -> None:
+    # The code keeps its challenge: turning require_pkce off while it is outstanding is
+    # no PKCE downgrade (RFC 9700 4.8.2).
+    user_id, public_id = bridge.add_user()
+    flow = authorize(bridge.signed_in(user_id, public_id))  # the `lms` client, with PKCE
+    if how == "row":
+        edit_row(bridge, "lms", require_pkce=False)
+    else:
+        reconfigure(bridge, "lms", require_pkce=False)
+    lms = bridge.client()
+    refused(redeem(lms, flow.code, None), "invalid_request", "Missing 'code_verifier'")
+    # The refusal burnt the code: the verifier cannot be fetched and tried afterwards.
+    refused(redeem(lms, flow.code, flow.verifier), "invalid_grant", "Invalid 'code' in request.")
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["secret-removed-from-row", "made-public-by-configuration"],
+)
+def test_a_code_issued_without_pkce_dies_when_the_client_loses_its_secret(
+    bridge: Bridge, change: str
+) -> None:
+    # Without a secret nothing binds a code without PKCE to the client: the public client
+    # it became must not redeem it, and its old secret is no longer accepted either.
+    flow = start(bridge)
+    if change == "secret-removed-from-row":
+        edit_row(bridge, "nopkce", secret_sha256=None)  # the row still says require_pkce false
+    else:
+        reconfigure(bridge, "nopkce", client_secret=None, require_pkce=True)
+    refused(
+        exchange(bridge, flow.code),
+        "invalid_client",
+        "The client cannot authenticate with methods: "
+        "['client_secret_basic', 'client_secret_post', 'none']",
+    )
+    refused(
+        exchange(bridge, flow.code, secret=None),
+        "invalid_grant",
+        "The code was issued without PKCE, which this client needs.",
+    )
+    refused(exchange(bridge, flow.code, secret=None), "invalid_grant", "Invalid 'code' in request.")
+
+
+def test_a_code_issued_without_pkce_dies_when_the_configuration_starts_requiring_it(
+    bridge: Bridge,
+) -> None:
+    # As test_a_code_issued_without_pkce_dies_when_the_client_starts_requiring_it, by a
+    # configuration change synced at a restart rather than a hand-edited row.
+    flow = start(bridge)
+    reconfigure(bridge, "nopkce", require_pkce=True)
+    refused(
+        exchange(bridge, flow.code),
+        "invalid_grant",
+        "The code was issued without PKCE, which this client needs.",
+    )
+    refused(exchange(bridge, flow.code), "invalid_grant", "Invalid 'code' in request.")
+
+
+@pytest.mark.parametrize("post_secret", [False, True], ids=["basic", "post"])
+def test_a_code_without_pkce_works_once(bridge: Bridge, post_secret: bool) -> None:
+    flow = start(bridge)
+    assert exchange(bridge, flow.code, post_secret=post_secret).status_code == 200
+    refused(
+        exchange(bridge, flow.code, post_secret=post_secret),
+        "invalid_grant",
+        "Invalid 'code' in request.",
+    )
+
+
+# -- the migration that added the column --------------------------------------------------------
+
+
+def test_clients_from_before_migration_0004_require_pkce(tmp_path: Path) -> None:
+    # A row written before require_pkce existed was a client that had to send PKCE; it
+    # must not come out of the upgrade allowed to leave PKCE out.
+    db = Database(f"sqlite:///{tmp_path}/old.db")
+    try:
+        db.upgrade()
+        with db.engine.begin() as connection:
+            config = alembic_config(db.url)
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0003")
+            connection.execute(
+                text(
+                    "INSERT INTO oidc_clients (client_id, secret_sha256, redirect_uris, scopes,"
+                    " enabled, updated_at) VALUES ('old', :secret, '[]', '[\"openid\"]', 1,"
+                    " '2026-01-01 00:00:00')"
+                ),
+                {"secret": "0" * 64},  # confidential: the default decides, not the missing secret
+            )
+        db.upgrade()
+        with db.session() as session:
+            row = session.get(OidcClient, "old")
+            assert row is not None
+            assert row.require_pkce is True
+            assert ProviderClient(row).require_pkce is True
+    finally:
+        db.dispose()
+
+
+# -- malformed PKCE parameters ---------------------------------------------------------------------
+
+CHALLENGE = s256(secrets.token_urlsafe(48))
+S256 = ("code_challenge_method", "S256")
+METHOD_WITHOUT_CHALLENGE = "code_challenge_method was sent without code_challenge."
+NOT_S256 = "code_challenge_method must be S256."
+PKCE_REQUIRED = "PKCE is required: send code_challenge with method S256."
+MULTIPLE_CHALLENGES = "Multiple 'code_challenge' in request."
+MULTIPLE_METHODS = "Multiple 'code_challenge_method' in request."
+
+
+def authorize_pairs(bridge: Bridge, client_id: str, pkce: list[tuple[str, str]]) -> Any:
+    """An authorization request with the PKCE parameters exactly as given, repeats included."""
+    user_id, public_id = bridge.add_user(f"E{uuid.uuid4().hex[:8]}")
+    redirect_uri = NOPKCE_REDIRECT if client_id == "nopkce" else LMS_REDIRECT
+    args = [
+        ("response_type", "code"),
+        ("client_id", client_id),
+        ("redirect_uri", redirect_uri),
+        ("scope", "openid email"),
+        ("state", "the-state"),
+        ("nonce", "the-nonce"),
+        *pkce,
+    ]
+    response = bridge.signed_in(user_id, public_id).get("/oauth2/authorize", query_string=args)
+    assert redirect_base(response) == redirect_uri
+    return response
+
+
+MALFORMED: list[tuple[str, list[tuple[str, str]], str]] = [
+    ("empty", [("code_challenge", "")], PKCE_REQUIRED),
+    ("empty+S256", [("code_challenge", ""), S256], METHOD_WITHOUT_CHALLENGE),
+    ("empty+empty-method", [("code_challenge", ""), ("code_challenge_method", "")], PKCE_REQUIRED),
+    ("empty-method", [("code_challenge", CHALLENGE), ("code_challenge_method", "")], NOT_S256),
+    (
+        "twice",
+        [("code_challenge", CHALLENGE), ("code_challenge", CHALLENGE), S256],
+        MULTIPLE_CHALLENGES,
+    ),
+    (
+        "then-empty",
+        [("code_challenge", CHALLENGE), ("code_challenge", ""), S256],
+        MULTIPLE_CHALLENGES,
+    ),
+    (
+        "empty-then",
+        [("code_challenge", ""), ("code_challenge", CHALLENGE), S256],
+        METHOD_WITHOUT_CHALLENGE,
+    ),
+    (
+        "empty-then-no-method",
+        [("code_challenge", ""), ("code_challenge", CHALLENGE)],
+        PKCE_REQUIRED,
+    ),
+    ("method-twice", [("code_challenge", CHALLENGE), S256, S256], MULTIPLE_METHODS),
+    (
+        "method-then-empty",
+        [("code_challenge", CHALLENGE), S256, ("code_challenge_method", "")],
+        MULTIPLE_METHODS,
+    ),
+    (
+        "method-empty-then",
+        [("code_challenge", CHALLENGE), ("code_challenge_method", ""), S256],
+        NOT_S256,
+    ),
+    (
+        "method-then-plain",
+        [("code_challenge", CHALLENGE), S256, ("code_challenge_method", "plain")],
+        MULTIPLE_METHODS,
+    ),
+]
+
+
+# Every case for `lms`; for `nopkce` not those read as no PKCE at all, which it may leave
+# out (an empty parameter counts as absent, RFC 6749 3.1; the repeated one of them is in
+# test_a_repeated_pkce_parameter_is_refused_without_require_pkce).
+MALFORMED_CASES = [
+    pytest.param(client_id, pkce, description, id=f"{client_id}-{name}")
+    for client_id in ("lms", "nopkce")
+    for name, pkce, description in MALFORMED
+    if client_id == "lms" or description != PKCE_REQUIRED
+]
+
+
+@pytest.mark.parametrize(("client_id", "pkce", "description"), MALFORMED_CASES)
+def test_duplicate_or_empty_pkce_parameters_are_refused(
+    bridge: Bridge, client_id: str, pkce: list[tuple[str, str]], description: str
+) -> None:
+    params = query(authorize_pairs(bridge, client_id, pkce))
+    assert (params["error"], params["error_description"]) == ("invalid_request", description)
+    assert params["state"] == "the-state"
+    assert "code" not in params
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a repeated PKCE parameter whose first value is empty is read as absent, so a "
+    "client without require_pkce gets a code without a challenge instead of a refusal",
+)
+@pytest.mark.parametrize(
+    "pkce",
+    [
+        [("code_challenge", ""), ("code_challenge", CHALLENGE)],
+        [("code_challenge_method", ""), S256],
+    ],
+    ids=["empty-then-challenge", "empty-then-method"],
+)
+def test_a_repeated_pkce_parameter_is_refused_without_require_pkce(
+    bridge: Bridge, pkce: list[tuple[str, str]]
+) -> None:
+    # RFC 6749 3.1: request parameters must not be included more than once.
+    params = query(authorize_pairs(bridge, "nopkce", pkce))
+    assert "code" not in params
+    assert params["error"] == "invalid_request"
+
+
+# -- the client secret in the URL -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("client_id_in", ["body", "query"])
+def test_a_client_secret_in_the_query_string_is_refused(bridge: Bridge, client_id_in: str) -> None:
+    # A secret in the URL ends up in access logs and proxies (RFC 6749 2.3.1 allows it in
+    # the body only); without PKCE it is all that binds the code, so it is not accepted.
+    flow = start(bridge)
+    body = {"grant_type": "authorization_code", "code": flow.code, "redirect_uri": NOPKCE_REDIRECT}
+    url = f"/oauth2/token?client_secret={NOPKCE_SECRET}"
+    if client_id_in == "body":
+        body["client_id"] = "nopkce"
+    else:
+        url += "&client_id=nopkce"
+    refused(
+        bridge.client().post(url, data=body),
+        "invalid_client",
+        "The client cannot authenticate with methods: "
+        "['client_secret_basic', 'client_secret_post', 'none']",
+    )
+    # Also for a client with PKCE, whose verifier is right.
+    user_id, public_id = bridge.add_user()
+    pkce = authorize(bridge.signed_in(user_id, public_id))
+    response = bridge.client().post(
+        f"/oauth2/token?client_secret={LMS_SECRET}",
+        data={
+            "grant_type": "authorization_code",
+            "code": pkce.code,
+            "redirect_uri": LMS_REDIRECT,
+            "client_id": "lms",
+            "code_verifier": pkce.verifier,
+        },
+    )
+    refused(
+        response,
+        "invalid_client",
+        "The client cannot authenticate with methods: "
+        "['client_secret_basic', 'client_secret_post', 'none']",
+    )
