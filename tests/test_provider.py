@@ -483,13 +483,17 @@ def test_form_post_carries_errors_too(bridge: Bridge) -> None:
 def test_a_response_mode_the_provider_does_not_offer_is_refused(bridge: Bridge) -> None:
     user_id, public_id = bridge.add_user()
     browser = bridge.signed_in(user_id, public_id)
-    for mode in ("fragment", "web_message", ["query", "form_post"]):
+    for mode, description in (
+        ("fragment", "response_mode must be query or form_post."),
+        ("web_message", "response_mode must be query or form_post."),
+        (["query", "form_post"], "response_mode appears more than once."),
+    ):
         flow = authorize(browser, response_mode=mode)
         assert redirect_base(flow.response) == LMS_REDIRECT
         params = query(flow.response)
         assert (params["error"], params["error_description"]) == (
             "invalid_request",
-            "response_mode must be query or form_post.",
+            description,
         ), mode
         assert "code" not in params
 

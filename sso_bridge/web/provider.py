@@ -187,7 +187,7 @@ def _authorize() -> Response:
     try:
         grant = server.get_consent_grant(end_user=end_user)
         g.client_redirect_uri = grant.redirect_uri
-        _check_response_mode(grant)
+        _check_parameters(grant)
         max_age = _max_age(grant)
     except OAuth2Error as error:
         return _refuse(server, error)
@@ -279,10 +279,19 @@ def _page_error(provider: Provider, error: OAuth2Error) -> BridgeError:
     return InvalidAuthorizationRequest(detail, client_id=client_id)
 
 
-def _check_response_mode(grant: Any) -> None:
-    """Only the modes the discovery document lists; not one ignored in silence."""
-    modes = request.args.getlist("response_mode")
-    if len(modes) > 1 or (modes and modes[0] not in RESPONSE_MODES):
+def _check_parameters(grant: Any) -> None:
+    """What Authlib leaves to us: no parameter twice, and a response mode we offer."""
+    # RFC 6749 3.1: a parameter must not appear more than once. Authlib reads the first
+    # value of most, so `code_challenge=&code_challenge=X` would pass as "no PKCE".
+    repeated = sorted(name for name, values in request.args.lists() if len(values) > 1)
+    if repeated:
+        raise InvalidRequestError(
+            f"{repeated[0]} appears more than once.",
+            redirect_uri=grant.redirect_uri,
+            state=request.args.get("state"),
+        )
+    mode = request.args.get("response_mode")
+    if mode is not None and mode not in RESPONSE_MODES:
         raise InvalidRequestError(
             "response_mode must be query or form_post.",
             redirect_uri=grant.redirect_uri,
