@@ -27,6 +27,8 @@ class LoadResult:
     unexpected: int
     first_unexpected: str = ""
     """The start of the first unexpected answer's body, to say why."""
+    heads: list[str] = field(default_factory=list, repr=False)
+    """With `keep_heads`: each request's status line and headers, by request index."""
 
     @property
     def per_second(self) -> float:
@@ -59,9 +61,10 @@ class LoadResult:
         }
 
 
-def post_form(path: str, host: str, body: bytes) -> bytes:
+def post_form(path: str, host: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
     return (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\n{extra}"
         "Content-Type: application/x-www-form-urlencoded\r\n"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
@@ -72,9 +75,9 @@ def get(path: str, host: str, headers: dict[str, str] | None = None) -> bytes:
     return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes, str]:
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    lines = head.split("\r\n")
     status = int(lines[0].split(" ", 2)[1])
     length = 0
     close = False
@@ -86,7 +89,7 @@ async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes
         elif name == "connection" and value.strip().lower() == "close":
             close = True
     body = await reader.readexactly(length) if length else b""
-    return status, close, body
+    return status, close, body, head
 
 
 async def _run(
@@ -96,11 +99,13 @@ async def _run(
     concurrency: int,
     seconds: float,
     expect: frozenset[int],
+    keep_heads: bool,
 ) -> LoadResult:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     unexpected = 0
     first_unexpected = ""
+    heads = [""] * len(requests) if keep_heads else []
     next_index = 0
     deadline = time.perf_counter() + seconds
 
@@ -108,7 +113,8 @@ async def _run(
         nonlocal next_index, unexpected, first_unexpected
         reader = writer = None
         while next_index < len(requests) and time.perf_counter() < deadline:
-            payload = requests[next_index]
+            index = next_index
+            payload = requests[index]
             next_index += 1
             if writer is None:
                 reader, writer = await asyncio.open_connection(host, port)
@@ -116,9 +122,11 @@ async def _run(
             start = time.perf_counter()
             writer.write(payload)
             try:
-                status, close, body = await _read_response(reader)
+                status, close, body, head = await _read_response(reader)
             except (asyncio.IncompleteReadError, ConnectionError) as exc:
-                status, close, body = 0, True, repr(exc).encode()
+                status, close, body, head = 0, True, repr(exc).encode(), ""
+            if keep_heads:
+                heads[index] = head
             latencies.append(time.perf_counter() - start)
             statuses[status] = statuses.get(status, 0) + 1
             if status not in expect:
@@ -139,6 +147,7 @@ async def _run(
         statuses=statuses,
         unexpected=unexpected,
         first_unexpected=first_unexpected,
+        heads=heads,
     )
 
 
@@ -149,6 +158,11 @@ def run_load(
     seconds: float = 20.0,
     expect: frozenset[int] = frozenset({200, 302, 303}),
     host: str = "127.0.0.1",
+    keep_heads: bool = False,
 ) -> LoadResult:
-    """Send `requests` (each used once) over `concurrency` connections; bounded by `seconds`."""
-    return asyncio.run(_run(host, port, requests, concurrency, seconds, expect))
+    """Send `requests` (each used once) over `concurrency` connections; bounded by `seconds`.
+
+    `keep_heads` keeps every answer's head (for preparing requests from what the server
+    answered, such as an OIDC login's redirect and cookie); off while measuring.
+    """
+    return asyncio.run(_run(host, port, requests, concurrency, seconds, expect, keep_heads))
