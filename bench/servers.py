@@ -7,10 +7,13 @@ can stop it and its workers.
     python bench/servers.py bridge SETTINGS.json PORT WORKERS
     python bench/servers.py trivial PORT WORKERS
     python bench/servers.py python3-saml SETTINGS.json PORT WORKERS
+    python bench/servers.py oidc-provider SETTINGS.json PORT
 """
 
 from __future__ import annotations
 
+import base64
+import hmac
 import json
 import os
 import signal
@@ -21,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -77,6 +81,17 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time the processes have used so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        # Fields after the command name, which is in parentheses and may hold spaces.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 def bridge(settings_json: str, port: int, workers: int) -> Server:
     return Server(["bridge", settings_json, str(port), str(workers)], port, _log(port))
 
@@ -87,6 +102,11 @@ def trivial(port: int, workers: int) -> Server:
 
 def naive_saml(settings_json: str, port: int, workers: int) -> Server:
     return Server(["python3-saml", settings_json, str(port), str(workers)], port, _log(port))
+
+
+def oidc_provider(settings_json: str, port: int) -> Server:
+    """The local OpenID Provider of bench/oidc_callback.py: one worker, so one table of codes."""
+    return Server(["oidc-provider", settings_json, str(port)], port, _log(port))
 
 
 def _log(port: int) -> Path:
@@ -105,7 +125,99 @@ def _trivial_app() -> Any:
 
         return redirect(f"/lms?c={connection_id}&n={len(request.form.get('token', ''))}", 303)
 
+    @app.get("/oidc/<connection_id>/callback")
+    def callback(connection_id: str) -> Any:
+        # The same shape as the bridge's OIDC callback: a query and a cookie in, a 303 out.
+        from flask import request
+
+        size = len(request.args.get("code", "")) + len(request.cookies)
+        return redirect(f"/lms?c={connection_id}&n={size}", 303)
+
     return app
+
+
+class OidcProvider:
+    """A WSGI OpenID Provider cheap enough not to dominate what it serves.
+
+    Discovery and JWKS are fixed documents. The token endpoint answers each prepared
+    code once, with the response prepared for it: the ID tokens are signed by the
+    benchmark before the clock starts, so while it is measured the provider checks
+    only what any provider must (the client's Basic credentials, the code, PKCE S256)
+    and signs nothing. `POST /prepared` (a JSON object code → [code_challenge,
+    token response]) loads codes; it exists only here, on 127.0.0.1.
+    """
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        # Imported here, not above: the other servers' workers (whose RSS is measured)
+        # need not load the tests' provider module.
+        from tests.oidc_rogue import s256
+
+        self.s256 = s256
+        issuer = settings["issuer"]
+        self.discovery = json.dumps(
+            {
+                "issuer": issuer,
+                # Never called: the benchmark reads the login's redirect and answers it.
+                "authorization_endpoint": f"{issuer}/authorize",
+                "token_endpoint": f"{issuer}/token",
+                "jwks_uri": f"{issuer}/jwks",
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+                "code_challenge_methods_supported": ["S256"],
+                "token_endpoint_auth_methods_supported": ["client_secret_basic"],
+                "authorization_response_iss_parameter_supported": True,
+            }
+        ).encode()
+        self.jwks = json.dumps(settings["jwks"]).encode()
+        credentials = f"{settings['client_id']}:{settings['client_secret']}".encode()
+        self.basic = f"Basic {base64.b64encode(credentials).decode()}".encode()
+        self.codes: dict[str, tuple[str, bytes]] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path, method = environ["PATH_INFO"], environ["REQUEST_METHOD"]
+        if path == "/.well-known/openid-configuration":
+            return self._answer(start_response, "200 OK", self.discovery)
+        if path == "/jwks":
+            return self._answer(start_response, "200 OK", self.jwks)
+        if path == "/token" and method == "POST":
+            return self._token(environ, start_response)
+        if path == "/prepared" and method == "POST":
+            for code, (challenge, body) in json.loads(self._body(environ)).items():
+                self.codes[code] = (challenge, body.encode())
+            return self._answer(start_response, "200 OK", b"{}")
+        return self._answer(start_response, "404 Not Found", b'{"error": "not_found"}')
+
+    def _token(self, environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        given = environ.get("HTTP_AUTHORIZATION", "").encode()
+        if not hmac.compare_digest(given, self.basic):
+            return self._answer(start_response, "401 Unauthorized", b'{"error": "invalid_client"}')
+        form = {k: v[0] for k, v in parse_qs(self._body(environ).decode()).items()}
+        # dict.pop is atomic under the GIL: a code is answered once, whichever thread asks.
+        prepared = self.codes.pop(form.get("code", ""), None)
+        if form.get("grant_type") != "authorization_code" or prepared is None:
+            return self._answer(start_response, "400 Bad Request", b'{"error": "invalid_grant"}')
+        challenge, body = prepared
+        computed = self.s256(form.get("code_verifier", ""))
+        if not hmac.compare_digest(computed.encode(), challenge.encode()):
+            return self._answer(start_response, "400 Bad Request", b'{"error": "invalid_grant"}')
+        return self._answer(start_response, "200 OK", body)
+
+    @staticmethod
+    def _body(environ: dict[str, Any]) -> bytes:
+        return environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+
+    @staticmethod
+    def _answer(start_response: Any, status: str, body: bytes) -> list[bytes]:
+        start_response(
+            status,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+            ],
+        )
+        return [body]
 
 
 def _naive_saml_app(settings: dict[str, Any], port: int) -> Any:
@@ -147,7 +259,13 @@ def _main(argv: list[str]) -> None:
         run(settings, f"127.0.0.1:{argv[2]}", int(argv[3]))
         return
 
-    if kind == "python3-saml":
+    if kind == "oidc-provider":
+        provider_settings = json.loads(Path(argv[1]).read_text())
+        port, workers = int(argv[2]), 1
+
+        def app() -> Any:
+            return OidcProvider(provider_settings)
+    elif kind == "python3-saml":
         settings_dict = json.loads(Path(argv[1]).read_text())
         port, workers = int(argv[2]), int(argv[3])
 
