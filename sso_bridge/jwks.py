@@ -10,6 +10,7 @@ providers' ID-token keys.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +31,9 @@ log = get_logger("sso_bridge.jwks")
 MIN_RSA_BITS = 2048
 MAX_JWKS_BYTES = 64 * 1024
 FETCH_SECONDS = 5
+FETCH_POLL_SECONDS = 0.02
+# The value of the fetch gate while a fetch runs, and after it ended.
+FETCHING, FETCHED = "fetching", "fetched"
 PUBLIC_PARAMS = ("kty", "crv", "x", "y", "n", "e")
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
 EC_ALGORITHMS = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
@@ -178,19 +182,44 @@ class RemoteJwks:
         down (failures are not cached). Between attempts, or when the attempt fails, the
         last good copy serves for up to ``jwks_stale_seconds``.
         """
-        if self._store.add(self._key("jwks-fetch"), "1", self._refetch_interval):
+        gate = self._key("jwks-fetch")
+        if self._store.add(gate, FETCHING, self._refetch_interval):
             try:
-                return self._refresh()
+                raw = self._refresh()
             except self._unavailable:
+                self._store.set(gate, FETCHED, self._refetch_interval)
                 stale = self._store.get(self._key("jwks-last-good"))
                 if stale is None:
                     raise
                 log.warning("jwks_stale_copy_used", connection=self._id)
                 return stale
+            self._store.set(gate, FETCHED, self._refetch_interval)
+            return raw
+        cached = self._wait_for_fetch(gate)
+        if cached is not None:
+            return cached
         stale = self._store.get(self._key("jwks-last-good"))
         if stale is None:
             raise self._unavailable("the JWKS is not cached and was fetched moments ago")
         return stale
+
+    def _wait_for_fetch(self, gate: str) -> str | None:
+        """The set another request is fetching right now (here or on another instance).
+
+        The first logins after a start all find the cache empty: they wait for the one
+        fetch instead of being refused. The wait ends when that fetch ends, well or
+        badly (at most its timeout), so a flood while the URL is down holds no thread
+        longer than the fetch itself.
+        """
+        deadline = time.monotonic() + self._timeout + 1
+        while time.monotonic() < deadline:
+            cached = self._store.get(self._key("jwks"))
+            if cached is not None:
+                return cached
+            if self._store.get(gate) != FETCHING:
+                return None
+            time.sleep(FETCH_POLL_SECONDS)
+        return None
 
     def _refresh(self) -> str:
         raw = self._fetch()

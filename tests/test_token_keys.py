@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,6 +17,7 @@ from joserfc.jwk import OctKey, OKPKey
 from sso_bridge import errors
 from sso_bridge.connectors.token import TokenConnector
 from sso_bridge.connectors.token_keys import KeyConfigError, TokenKeyring, load_file_key
+from sso_bridge.jwks import PinnedKey
 from sso_bridge.keyfiles import generate_private_key, write_public_key
 from sso_bridge.settings import TokenConnection, TokenKeySettings
 from sso_bridge.state import MemoryStore
@@ -30,11 +32,13 @@ class JwksServer:
         self.document: dict[str, Any] = {"keys": []}
         self.hits = 0
         self.status = 200
+        self.delay = 0.0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.hits += 1
+                time.sleep(owner.delay)
                 body = json.dumps(owner.document).encode()
                 self.send_response(owner.status)
                 self.send_header("Content-Type", "application/json")
@@ -185,6 +189,43 @@ def test_an_unknown_kid_on_an_empty_cache_costs_one_fetch(jwks: JwksServer, keys
     ring = TokenKeyring("acme", connection(jwks.url), MemoryStore())
     assert ring.find("ed-9") is None
     assert jwks.hits == 1
+
+
+@pytest.mark.parametrize("status", [200, 503])
+def test_requests_that_find_a_fetch_running_wait_for_it(
+    jwks: JwksServer, keys: Keys, status: int
+) -> None:
+    # The first logins after a start: one fetches, the others wait for its result
+    # instead of being refused (200), or stop waiting when it fails (503).
+    jwks.publish(("ed-1", keys.public["ed"]))
+    jwks.status, jwks.delay = status, 0.5
+    ring = TokenKeyring("acme", connection(jwks.url, jwks_refetch_interval=3600), MemoryStore())
+    outcomes: list[object] = []
+
+    def login() -> None:
+        try:
+            outcomes.append(ring.find("ed-1"))
+        except errors.KeySetUnavailable as exc:
+            outcomes.append(exc)
+
+    first = threading.Thread(target=login)
+    first.start()
+    time.sleep(0.1)  # the first is fetching now
+    began = time.monotonic()
+    others = [threading.Thread(target=login) for _ in range(5)]
+    for thread in others:
+        thread.start()
+    for thread in (first, *others):
+        thread.join(timeout=10)
+
+    assert jwks.hits == 1
+    assert len(outcomes) == 6
+    if status == 200:
+        assert all(isinstance(o, PinnedKey) and o.kid == "ed-1" for o in outcomes), outcomes
+    else:
+        assert all(isinstance(o, errors.KeySetUnavailable) for o in outcomes), outcomes
+    # They waited for the fetch (about 0.4 s more), not for the whole fetch timeout.
+    assert time.monotonic() - began < 3
 
 
 def test_a_redirecting_jwks_url_is_reported_as_such(jwks: JwksServer) -> None:
