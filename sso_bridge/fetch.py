@@ -22,6 +22,21 @@ def outbound_session(proxy: str | None) -> requests.Session:
     return session
 
 
+def pooled(session: requests.Session, pool: requests.Session) -> requests.Session:
+    """``session`` (a per-login client with its own state, such as Authlib's OAuth2Session)
+    sending through ``pool``'s connections and proxy.
+
+    urllib3's pools are thread-safe and keep connections to the provider alive, so a
+    login does not open a new TCP (and TLS) connection for its token request. Never
+    close such a session: that would close the shared pool.
+    """
+    session.trust_env = False
+    session.proxies = dict(pool.proxies)
+    for prefix, adapter in pool.adapters.items():
+        session.mount(prefix, adapter)
+    return session
+
+
 class FetchError(ValueError):
     """The document could not be fetched; the message says why (never a secret)."""
 

@@ -34,7 +34,7 @@ from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import ECKey, RSAKey, import_key
 
 from .. import errors
-from ..fetch import FetchError, fetch_bounded
+from ..fetch import FetchError, fetch_bounded, pooled
 from ..identity import map_identity
 from ..jwks import PinnedKey, RemoteJwks
 from ..settings import OAuth2Connection, OidcConnection, https_or_loopback
@@ -259,8 +259,7 @@ class OidcConnector:
             scope=" ".join(scopes) or None,
             code_challenge_method="S256",
         )
-        client.trust_env = False
-        client.proxies = dict(self._http.proxies)
+        pooled(client, self._http)
         return client
 
     # -- the callback ---------------------------------------------------------------------------
@@ -349,8 +348,6 @@ class OidcConnector:
             raise errors.OidcProviderUnavailable(f"token endpoint: {type(exc).__name__}") from None
         except (ValueError, TypeError) as exc:
             raise errors.OidcTokenRequestFailed(f"token endpoint: {exc}") from None
-        finally:
-            client.close()
         if not isinstance(token, dict) or not token.get("access_token"):
             raise errors.OidcTokenRequestFailed("the token response has no access_token")
         return dict(token)
@@ -481,16 +478,12 @@ class OidcConnector:
         return self._get_json(settings.profile_url, token["access_token"], "profile")
 
     def _get_json(self, url: str, access_token: str, what: str) -> dict[str, Any]:
-        session = requests.Session()
-        session.trust_env = False
-        session.proxies = dict(self._http.proxies)
+        session = pooled(requests.Session(), self._http)
         session.headers["Authorization"] = f"Bearer {access_token}"
         try:
             raw = fetch_bounded(session, url, MAX_DOCUMENT_BYTES, self.settings.timeout)
         except FetchError as exc:
             raise errors.OidcProviderUnavailable(f"{what}: {exc}") from None
-        finally:
-            session.close()
         return _json_object(raw, errors.OidcTokenRequestFailed, what)
 
     def _check_allowed_values(self, claims: Mapping[str, Any]) -> None:
