@@ -19,7 +19,6 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -45,9 +44,10 @@ from .saml_xml import (
     check_response_structure,
     decode,
     inflate,
-    install_schema_cache,
+    install_speedups,
     parse,
     refuse_comments,
+    utc_seconds,
 )
 
 # Pending AuthnRequests: how long a person may take at the IdP before the ACS refuses.
@@ -160,7 +160,7 @@ _LIBRARY_CODES: dict[int, type[errors.SamlRefused]] = {
     _V.UNSUPPORTED_RETRIEVAL_METHOD: errors.SamlDecryptionFailed,
 }
 
-install_schema_cache()
+install_speedups()
 
 
 # The prefix of the browser-binding cookies; the web layer passes those cookies to
@@ -667,7 +667,6 @@ def _instant(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        parsed = datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        return float(utc_seconds(value))
     except ValueError:
         raise errors.SamlMalformed(f"{value!r} is not a SAML instant") from None
-    return parsed.timestamp()
