@@ -6,6 +6,9 @@ released, input by input.
 
 from __future__ import annotations
 
+import random
+import threading
+
 import pytest
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from onelogin.saml2.xml_utils import OneLogin_Saml2_XML
@@ -80,4 +83,59 @@ def test_the_library_as_shipped_is_put_back_and_then_sped_up_again() -> None:
     with saml_xml.library_as_shipped():
         assert OneLogin_Saml2_XML.query is not sped_up
         assert OneLogin_Saml2_XML.query.__module__ == "onelogin.saml2.xml_utils"
+    assert OneLogin_Saml2_XML.query is sped_up
+
+
+def test_random_instants_read_as_the_library_reads_them() -> None:
+    # Differential: mutations of a valid instant, each read by both; same value, or both
+    # refuse.
+    rng = random.Random(20261128)
+    alphabet = "0123456789-:.TZtz +\n\u0660\uff11"
+    base = "2026-11-28T10:00:00.25Z"
+    for _ in range(3000):
+        chars = list(base)
+        for _ in range(rng.randint(1, 3)):
+            position = rng.randrange(len(chars) + 1)
+            action = rng.choice(("replace", "insert", "delete"))
+            if action == "insert" or not chars:
+                chars.insert(position, rng.choice(alphabet))
+            elif action == "replace":
+                chars[min(position, len(chars) - 1)] = rng.choice(alphabet)
+            else:
+                del chars[min(position, len(chars) - 1)]
+        value = "".join(chars)
+        try:
+            with saml_xml.library_as_shipped():
+                expected: object = OneLogin_Saml2_Utils.parse_SAML_to_time(value)
+        except Exception:
+            expected = "refused"
+        try:
+            got: object = OneLogin_Saml2_Utils.parse_SAML_to_time(value)
+        except Exception:
+            got = "refused"
+        assert got == expected, value
+
+
+def test_the_query_cache_is_bounded() -> None:
+    # In a thread of its own: the cache is per thread, and this one is left full.
+    root = forge.parse(forge.build_response(forge.ResponseSpec()))
+    sizes: list[int] = []
+
+    def many_queries() -> None:
+        for n in range(saml_xml.MAX_CACHED_QUERIES + 50):
+            assert OneLogin_Saml2_XML.query(root, f"//*[@ID='made-up-{n}']") == []
+        sizes.append(len(saml_xml._thread_cache("xpaths")))
+
+    thread = threading.Thread(target=many_queries)
+    thread.start()
+    thread.join()
+    assert sizes == [saml_xml.MAX_CACHED_QUERIES]
+
+
+def test_library_as_shipped_nests() -> None:
+    sped_up = OneLogin_Saml2_XML.query
+    with saml_xml.library_as_shipped():
+        with saml_xml.library_as_shipped():
+            pass
+        assert OneLogin_Saml2_XML.query is not sped_up  # the outer block still holds
     assert OneLogin_Saml2_XML.query is sped_up

@@ -389,6 +389,10 @@ class SamlConnector:
         except OneLogin_Saml2_Error as exc:
             raise errors.SamlRefused(f"python3-saml: {exc}") from None
         assertion = _assertion(response)
+        if response.encrypted:
+            # The pre-checks saw only ciphertext: the decrypted assertion's instants get
+            # the same check as everyone else's.
+            check_instants(assertion)
         self._check_exact(root, assertion, in_response_to)
         try:
             # The library checks the NameID (missing, empty, SPNameQualifier) and repeated

@@ -299,6 +299,7 @@ def _plain_parameters(transform: Any, algorithm: str) -> bool:
 # puts the originals back (the benchmarks' baseline).
 
 _compiled = threading.local()
+MAX_CACHED_QUERIES = 256
 
 
 def _thread_cache(name: str) -> dict[Any, Any]:
@@ -337,7 +338,12 @@ def _cached_query(dom: Any, query: str, context: Any = None, tagid: str | None =
     cache = _thread_cache("xpaths")
     compiled = cache.get(query)
     if compiled is None:
-        compiled = cache[query] = etree.XPath(query, namespaces=OneLogin_Saml2_Constants.NSMAP)
+        compiled = etree.XPath(query, namespaces=OneLogin_Saml2_Constants.NSMAP)
+        # python3-saml's queries are constants (message data travels in `tagid`), about
+        # 60 of them; the bound keeps a future release that formats message text into a
+        # query from growing the cache without limit.
+        if len(cache) < MAX_CACHED_QUERIES:
+            cache[query] = compiled
     source = dom if context is None else context
     return compiled(source) if tagid is None else compiled(source, tagid=tagid)
 
@@ -385,10 +391,15 @@ def install_speedups() -> None:
 
 @contextmanager
 def library_as_shipped() -> Iterator[None]:
-    """python3-saml exactly as released, for as long as the block runs (benchmarks)."""
+    """python3-saml exactly as released while the block runs, for benchmarks and tests.
+
+    It changes the library for the whole process: never in the server.
+    """
+    current = {(owner, name): owner.__dict__[name] for owner, name, _ in _SPEEDUPS}
     for (owner, name), original in _ORIGINALS.items():
         setattr(owner, name, staticmethod(original))
     try:
         yield
     finally:
-        install_speedups()
+        for (owner, name), before in current.items():
+            setattr(owner, name, before)
