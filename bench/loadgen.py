@@ -166,3 +166,41 @@ def run_load(
     answered, such as an OIDC login's redirect and cookie); off while measuring.
     """
     return asyncio.run(_run(host, port, requests, concurrency, seconds, expect, keep_heads))
+
+
+def merged(results: Sequence[LoadResult]) -> LoadResult:
+    """Several timed runs of one scenario as one: their requests over their summed time."""
+    statuses: dict[int, int] = {}
+    for result in results:
+        for status, count in result.statuses.items():
+            statuses[status] = statuses.get(status, 0) + count
+    return LoadResult(
+        sent=sum(r.sent for r in results),
+        duration=sum(r.duration for r in results),
+        latencies=[latency for r in results for latency in r.latencies],
+        statuses=statuses,
+        unexpected=sum(r.unexpected for r in results),
+        first_unexpected=next((r.first_unexpected for r in results if r.first_unexpected), ""),
+    )
+
+
+def alternate(
+    scenarios: dict[str, tuple[int, Sequence[bytes]]],
+    concurrency: int,
+    seconds: float,
+    rounds: int = 4,
+) -> dict[str, LoadResult]:
+    """Each scenario (a port and its single-use requests) in turn, `rounds` times.
+
+    A shared machine's speed drifts by a factor of two within minutes: measured one
+    after the other, a baseline and the bridge can each meet a different machine.
+    Taking turns in short rounds gives both the same drift, so their ratio holds.
+    """
+    done: dict[str, list[LoadResult]] = {name: [] for name in scenarios}
+    used = dict.fromkeys(scenarios, 0)
+    for _ in range(rounds):
+        for name, (port, requests) in scenarios.items():
+            result = run_load(port, requests[used[name] :], concurrency, seconds / rounds)
+            used[name] += result.sent
+            done[name].append(result)
+    return {name: merged(results) for name, results in done.items()}
