@@ -42,6 +42,7 @@ from .lms.base import (
     LmsAccount,
     LmsAdapter,
     LmsError,
+    LmsMembershipHeld,
     LmsRejected,
     LmsTargetMissing,
     LmsUnavailable,
@@ -380,6 +381,12 @@ class Provisioner:
                     self._forget_grants(user_id, kind, {name})
                     log.warning("lms_target_missing", kind=kind, name=name, detail=exc.detail)
                     actions.append(f"{kind} skipped, not in the LMS: {name}")
+                    continue
+                except LmsMembershipHeld:
+                    # An LMS admin suspended it: theirs, so not the bridge's grant either
+                    # (it is never taken away when the rule stops granting it).
+                    self._forget_grants(user_id, kind, {name})
+                    actions.append(f"{kind} left as an LMS admin set it: {name}")
                     continue
                 actions.append(f"{kind} added: {name}")
             # Only what the bridge granted comes off: an LMS admin's own memberships stay.

@@ -98,10 +98,11 @@ def test_every_rule_condition_is_in_the_conditions_table() -> None:
 def test_the_troubleshooting_table_covers_every_lms_reason_code() -> None:
     known = {code: str(status) for code, status in reason_codes(base, base.LmsError).items()}
     troubleshooting = section(DOC, r"\d+\. Troubleshooting")
-    # A rule naming what the LMS lacks refuses nobody (the grant is skipped): it has its
-    # own paragraph, not a row with a status.
-    skipped = known.pop(base.LmsTargetMissing.code)
-    assert f"`{base.LmsTargetMissing.code}`" in troubleshooting and skipped
+    # A rule naming what the LMS lacks, or a membership an LMS admin holds, refuses nobody
+    # (the grant is skipped): each has its own paragraph, not a row with a status.
+    for never_refused in (base.LmsTargetMissing, base.LmsMembershipHeld):
+        assert known.pop(never_refused.code)
+        assert f"`{never_refused.code}`" in troubleshooting, never_refused.code
     # A code may have several rows here, one per cause (a timeout, a refused connection…).
     rows = ROW.findall(troubleshooting)
     assert {code for code, _, _ in rows} == set(known)

@@ -26,6 +26,7 @@ from sso_bridge.lms.base import (
     SUSPEND,
     AccountProfile,
     LmsAccount,
+    LmsMembershipHeld,
     LmsRejected,
     LmsTargetMissing,
     LmsUnavailable,
@@ -396,8 +397,10 @@ def test_enrol_leaves_an_enrolment_an_admin_suspended(moodle: FakeMoodle, lms: M
     assert found is not None and found.courses == frozenset()  # Moodle lists active ones only
     before = moodle.functions_called().count("enrol_manual_enrol_users")
 
-    lms.enrol(found, "SAFETY")
+    with pytest.raises(LmsMembershipHeld) as held:
+        lms.enrol(found, "SAFETY")
 
+    assert held.value.context["courseid"] == safety
     assert moodle.functions_called().count("enrol_manual_enrol_users") == before
     assert moodle.courses_of(user_id, active=True) == set()
     assert (safety, user_id) in moodle.suspended_enrolments
@@ -553,8 +556,10 @@ def test_a_rule_never_reactivates_an_enrolment_an_admin_suspended(
     safety = next(c for c, u in moodle.enrolments if u == user_id)
     moodle.suspend_enrolment(safety, user_id)
 
-    bridge.provision(person())
+    again = bridge.provision(person())
     assert (safety, user_id) in moodle.suspended_enrolments
+    assert "course left as an LMS admin set it: SAFETY" in again.lms_actions
+    assert "course added: SAFETY" not in again.lms_actions
     # Nor does the bridge unenrol it when the rule stops: the suspension is the admin's.
     bridge.provision(person(department="Sales"))
     assert (safety, user_id) in moodle.suspended_enrolments

@@ -58,6 +58,13 @@ class LmsTargetMissing(LmsRejected):
     code = "lms_target_missing"
 
 
+class LmsMembershipHeld(LmsError):
+    """The LMS has this membership in a state an LMS admin set (a suspended enrolment):
+    the bridge leaves it as it is, neither reactivating nor claiming it."""
+
+    code = "lms_membership_held"
+
+
 @dataclass(frozen=True)
 class AccountProfile:
     """The account as the bridge wants it in the LMS."""

@@ -76,6 +76,7 @@ from .base import (
     SUSPEND,
     AccountProfile,
     LmsAccount,
+    LmsMembershipHeld,
     LmsRejected,
     LmsTargetMissing,
     LmsUnavailable,
@@ -338,7 +339,10 @@ class MoodleLms:
         if self._has_inactive_enrolment(found.id, user_id):
             # Suspended (or out of its dates) by a course admin: enrolling again would make
             # it active (enrol_user() writes the status it is given). Theirs to lift.
-            return
+            raise LmsMembershipHeld(
+                f"moodle: the enrolment in {course!r} is suspended or outside its dates",
+                courseid=found.id,
+            )
         self._call(
             "enrol_manual_enrol_users",
             {
