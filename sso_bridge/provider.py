@@ -219,6 +219,8 @@ class ProviderUser:
     groups: tuple[str, ...]
     blocked: bool
     employee_id: str | None
+    in_sync_with_lms: bool = True
+    """False while a change of the person has not reached the LMS (``lms_account_id`` unset)."""
     lms_groups: tuple[str, ...] = ()
     courses: tuple[str, ...] = ()
 
@@ -370,13 +372,21 @@ class Provider:
                 groups=tuple(user.groups or ()),
                 blocked=user.blocked,
                 employee_id=employee_id,
+                in_sync_with_lms=user.lms_account_id is not None,
                 lms_groups=tuple(sorted(m.name for m in memberships if m.kind == "group")),
                 courses=tuple(sorted(m.name for m in memberships if m.kind == "course")),
             )
 
     def may_sign_in(self, user: ProviderUser, connection: str) -> bool:
-        """False for a blocked user or a leaver, judged by their connection's active statuses."""
+        """False for a blocked user or a leaver, judged by their connection's active statuses,
+        and for a user whose latest change the LMS has not taken."""
         if user.blocked:
+            return False
+        if not user.in_sync_with_lms:
+            # The bridge's record is newer than the LMS account (its update failed, or is
+            # refused: say the new e-mail is another account's). Claims from that record
+            # could match the LMS login to someone else's account: no tokens until a login
+            # brings the LMS in line.
             return False
         if user.employment_status is None:
             return True

@@ -138,6 +138,8 @@ class Bridge:
             user = User(**profile)
             session.add(user)
             session.flush()
+            # In sync with the LMS, as a completed login leaves a person.
+            user.lms_account_id = user.public_id
             session.add(IdentityLink(connection="portal", subject=subject, user_id=user.id))
             return user.id, user.public_id
 
@@ -904,6 +906,25 @@ def test_leaver_is_denied(bridge: Bridge) -> None:
     user_id, public_id = bridge.add_user(employment_status="terminated")
     flow = authorize(bridge.signed_in(user_id, public_id))
     assert query(flow.response)["error"] == "access_denied"
+
+
+def test_a_person_whose_change_the_lms_has_not_taken_is_denied(bridge: Bridge) -> None:
+    # Their record holds, say, a new e-mail the LMS refused (another account's): claims
+    # from it could sign them in to that account.
+    user_id, public_id = bridge.add_user()
+    bridge.set_user(user_id, email="ceo@example.com", lms_account_id=None)
+    flow = authorize(bridge.signed_in(user_id, public_id))
+    assert query(flow.response)["error"] == "access_denied"
+    assert "code" not in query(flow.response)
+
+
+def test_a_person_out_of_sync_after_the_code_gets_no_token(bridge: Bridge) -> None:
+    user_id, public_id = bridge.add_user()
+    flow = authorize(bridge.signed_in(user_id, public_id))
+    bridge.set_user(user_id, lms_account_id=None)
+    response = redeem(bridge.client(), flow.code, flow.verifier)
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_grant"
 
 
 def test_user_blocked_after_the_code_gets_no_token(bridge: Bridge) -> None:
