@@ -171,6 +171,18 @@ def test_logout_ends_the_session(client: Any, mint: Minter) -> None:
     assert client.get("/login").headers["Location"] == "http://127.0.0.1:5000/portal/"
 
 
+def test_a_refused_login_ends_the_browsers_earlier_session(client: Any, mint: Minter) -> None:
+    # Provisioning may have changed the person's record before the refusal: an older
+    # session must not carry on with it.
+    client.post("/token/acme", data={"token": mint()})
+    assert client.get("/login").headers["Location"].startswith(f"{LMS_URL}/login?")
+
+    refused = client.post("/token/acme", data={"token": mint(employment_status="terminated")})
+
+    assert refused.status_code == 403
+    assert client.get("/login").headers["Location"] == "http://127.0.0.1:5000/portal/"
+
+
 def test_unknown_path_shows_the_error_page(client: Any) -> None:
     response = client.get("/nope")
     assert response.status_code == 404

@@ -51,6 +51,11 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
     # A deep link signed by the upstream wins over one from the unsigned form field;
     # both pass the same allow-list before anything is provisioned.
     target = check_next(verified.next or requested_next)
+    # A new login ends this browser's earlier session first: if this one is refused after
+    # provisioning changed the person's record, no older session may carry on with it.
+    previous = current_session()
+    if previous is not None:
+        svc.sessions.end(previous.sid)
     provisioned = svc.provisioner.provision(identity)
     g.login["user_id"] = provisioned.user_id
     # Into the LMS: its own one-time login URL where the adapter has one (Moodle's
@@ -59,9 +64,6 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
     direct = None
     if provisioned.account is not None and LOGIN_URL in svc.lms.capabilities:
         direct = svc.lms.login_url(provisioned.account, target)
-    previous = current_session()
-    if previous is not None:
-        svc.sessions.end(previous.sid)
     session = svc.sessions.create(
         provisioned.user_id,
         provisioned.public_id,

@@ -176,3 +176,33 @@ def test_the_plugin_fails_while_the_client_still_requires_pkce(
         )
         app.extensions["sso_bridge"].close()
         moodle.check()
+
+
+def test_an_email_taken_from_another_person_never_reaches_moodle_as_a_claim(
+    site: Site, mint: Minter
+) -> None:
+    # From a review: a person whose upstream e-mail becomes a colleague's logs in again;
+    # Moodle refuses the update (the address is taken), and the earlier bridge session
+    # must not then hand auth_oidc (which finds accounts by the email claim) that address.
+    victim = f"V{uuid.uuid4().hex[:6]}"
+    victim_browser = site.app.test_client()
+    victim_email = f"{victim.lower()}@example.com"
+    assert (
+        victim_browser.post("/token/acme", data={"token": mint(sub=victim, email=victim_email)})
+    ).status_code == 303
+    attacker = f"A{uuid.uuid4().hex[:6]}"
+    browser = site.app.test_client()
+    first = mint(sub=attacker, email=f"{attacker.lower()}@example.com")
+    assert browser.post("/token/acme", data={"token": first}).status_code == 303
+
+    taken = browser.post("/token/acme", data={"token": mint(sub=attacker, email=victim_email)})
+
+    assert taken.status_code == 502, taken.get_data(as_text=True)[:300]
+    answer = browser.get(site.plugin.authorization_url().removeprefix(BASE_URL))
+    assert answer.status_code != 200 or "code" not in form_fields(answer)[1]
+    assert "code=" not in answer.headers.get("Location", "")
+    # The attacker's record holds the address, marked as not taken by the LMS: the
+    # provider gives such a record no tokens, whatever session asks (test_provider.py).
+    with site.app.extensions["sso_bridge"].db.session() as session:
+        user = session.scalars(select(User).where(User.email == victim_email.lower())).all()
+        assert [u.lms_account_id is None for u in user].count(True) == 1
