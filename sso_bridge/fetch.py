@@ -41,25 +41,40 @@ class FetchError(ValueError):
     """The document could not be fetched; the message says why (never a secret)."""
 
 
+class FetchTooLarge(FetchError):
+    """More bytes than the caller allows."""
+
+
+class FetchTooSlow(FetchError):
+    """The body took longer than the caller allows, in total."""
+
+
+def read_bounded(response: requests.Response, max_bytes: int, deadline: float, what: str) -> bytes:
+    """A streamed response's body, at most ``max_bytes``, read by ``deadline`` (monotonic).
+
+    The limit covers the whole body, not each read, so a server dribbling bytes cannot
+    hold a worker; the size limit keeps a broken or hostile server from filling memory.
+    """
+    body = bytearray()
+    for chunk in response.iter_content(65536):
+        body += chunk
+        if len(body) > max_bytes:
+            raise FetchTooLarge(f"{what} sent more than {max_bytes} bytes")
+        if time.monotonic() > deadline:
+            raise FetchTooSlow(f"{what} took longer than its time limit")
+    return bytes(body)
+
+
 def fetch_bounded(http: requests.Session, url: str, max_bytes: int, seconds: float) -> bytes:
     """The body at ``url``: HTTP 200 only, no redirects, bounded in size and in total time.
 
     Redirects are not followed: the configured URL is the one trusted, and a 3xx is
-    reported as what it is. The time limit covers the whole body, not each read, so a
-    server dribbling bytes cannot hold a worker.
+    reported as what it is.
     """
     try:
         with http.get(url, timeout=seconds, allow_redirects=False, stream=True) as response:
             if response.status_code != 200:
                 raise FetchError(f"{url} answered HTTP {response.status_code}")
-            deadline = time.monotonic() + seconds
-            body = bytearray()
-            for chunk in response.iter_content(65536):
-                body += chunk
-                if len(body) > max_bytes:
-                    raise FetchError(f"{url} sent more than {max_bytes} bytes")
-                if time.monotonic() > deadline:
-                    raise FetchError(f"{url} took longer than {seconds}s")
+            return read_bounded(response, max_bytes, time.monotonic() + seconds, url)
     except requests.RequestException as exc:
         raise FetchError(f"{url}: {type(exc).__name__}") from None
-    return bytes(body)

@@ -1039,3 +1039,15 @@ courses = ["SAFETY", "SAFTEY"]
     assert not row["ok"]
     assert "course SAFTEY" in row["problem"] and "course SAFETY" not in row["problem"]
     assert result.exit_code != 0
+
+
+def test_an_answer_over_the_size_limit_is_refused_not_read(
+    moodle: FakeMoodle, lms: MoodleLms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Memory is bounded by the limit, not by what the server sends.
+    lms.create(ADA)
+    monkeypatch.setattr("sso_bridge.lms.moodle.MAX_ANSWER_BYTES", 64)
+    with pytest.raises(LmsRejected) as exc:
+        lms.find(ADA.external_id)
+    assert "sent more than 64 bytes" in str(exc.value)
+    assert exc.value.context["function"] == "core_user_get_users_by_field"

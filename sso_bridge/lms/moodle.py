@@ -59,6 +59,7 @@ fake Moodle built from Moodle's documented web-service API and source
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -69,6 +70,7 @@ from urllib.parse import quote
 
 import requests
 
+from ..fetch import FetchTooLarge, FetchTooSlow, read_bounded
 from .base import (
     COURSES,
     GROUPS,
@@ -83,6 +85,9 @@ from .base import (
 )
 
 REST_PATH = "/webservice/rest/server.php"
+# The largest answer read (every cohort's members, on a big site, is the biggest one):
+# more is a broken or hostile server, not a bigger site.
+MAX_ANSWER_BYTES = 32 * 1024 * 1024
 STUDENT_ROLE_ID = 5  # "student" in a stock Moodle
 # Moodle requires both names; this stands in for one the person does not have.
 MISSING_NAME = "-"
@@ -598,16 +603,30 @@ class MoodleLms:
             *encode_params(params),
         ]
         try:
-            response = self._session.post(
+            with self._session.post(
                 self.base_url + REST_PATH,
                 data=data,
                 timeout=self.timeout,
                 allow_redirects=False,
-            )
-        except requests.Timeout:
+                stream=True,
+            ) as response:
+                status = response.status_code
+                if status >= 500 or status == 429:
+                    raise LmsUnavailable(f"moodle {function}: HTTP {status}", function=function)
+                if status != 200:
+                    # A redirect (to https, to a login page) or a 4xx: the base URL or a
+                    # proxy is wrong.
+                    raise LmsRejected(f"moodle {function}: HTTP {status}", function=function)
+                what = f"moodle {function}"
+                raw = read_bounded(
+                    response, MAX_ANSWER_BYTES, time.monotonic() + self.timeout, what
+                )
+        except (requests.Timeout, FetchTooSlow):
             raise LmsUnavailable(
                 f"moodle {function}: no answer within {self.timeout:g} s", function=function
             ) from None
+        except FetchTooLarge as exc:
+            raise LmsRejected(str(exc), function=function) from None
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
             raise LmsUnavailable(
                 f"moodle {function}: could not connect to {self.base_url}", function=function
@@ -616,14 +635,8 @@ class MoodleLms:
             raise LmsRejected(
                 f"moodle {function}: request failed ({type(exc).__name__})", function=function
             ) from None
-        status = response.status_code
-        if status >= 500 or status == 429:
-            raise LmsUnavailable(f"moodle {function}: HTTP {status}", function=function)
-        if status != 200:
-            # A redirect (to https, to a login page) or a 4xx: the base URL or a proxy is wrong.
-            raise LmsRejected(f"moodle {function}: HTTP {status}", function=function)
         try:
-            body = response.json()
+            body = json.loads(raw)
         except ValueError:
             raise self._unexpected(function, "JSON") from None
         if isinstance(body, dict) and "exception" in body:
