@@ -14,9 +14,9 @@ from werkzeug.wrappers import Response
 from .. import metrics
 from ..audit import SUCCESS, AuditRecord
 from ..connectors.base import Verified
-from ..errors import RateLimited
+from ..errors import NextNotAllowed, RateLimited
 from ..handoff import handoff_url
-from ..lms.base import LOGIN_URL
+from ..lms.base import LOGIN_URL, LmsRejected
 from ..redirects import safe_next
 from .context import correlation_id, current_session, services
 
@@ -64,6 +64,14 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
     direct = None
     if provisioned.account is not None and LOGIN_URL in svc.lms.capabilities:
         direct = svc.lms.login_url(provisioned.account, target)
+        if direct is not None:
+            # A one-time login key goes in that URL: only to the LMS, as a deep link would.
+            try:
+                check_next(direct)
+            except NextNotAllowed:
+                raise LmsRejected(
+                    "the LMS's login URL is not on lms.base_url's host or lms.allowed_hosts"
+                ) from None
     session = svc.sessions.create(
         provisioned.user_id,
         provisioned.public_id,

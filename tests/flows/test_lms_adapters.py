@@ -88,6 +88,8 @@ def lms(request: pytest.FixtureRequest) -> Iterator[Lms]:
                 "moodle",
                 {
                     "type": "moodle",
+                    # People use the site where its API is: the LMS's base URL is Moodle's.
+                    "base_url": moodle.base_url,
                     "api_url": moodle.base_url,
                     "api_token": moodle.token,
                     "timeout": 2,
@@ -268,7 +270,12 @@ def test_a_rule_naming_a_course_moodle_lacks_is_skipped_not_fatal(
         moodle.add_course("SAFETY", "Safety at work")
         rules = [{"name": "typo", "courses": ["SAFETY", "SAFTEY"], "groups": ["staff"]}]
         settings = make_settings(rules=rules)
-        moodle_lms = {"type": "moodle", "api_url": moodle.base_url, "api_token": moodle.token}
+        moodle_lms = {
+            "type": "moodle",
+            "base_url": moodle.base_url,
+            "api_url": moodle.base_url,
+            "api_token": moodle.token,
+        }
         settings = Settings.model_validate(
             settings.model_copy(
                 update={"lms": settings.lms.model_copy(update=moodle_lms)}
@@ -302,3 +309,29 @@ def test_the_lms_is_reached_through_the_outbound_proxy(
         assert response.status_code == 303, response.get_data(as_text=True)[:500]
         assert proxy.seen, "the LMS API was called directly"
         assert all(f" {lms.settings['api_url']}/" in line for line in proxy.seen)
+
+
+def test_a_moodle_login_url_off_the_lms_host_is_refused(
+    make_settings: Callable[..., Settings], mint: Minter
+) -> None:
+    # auth_userkey's URL carries a one-time login key: it goes only where deep links may.
+    with FakeMoodle() as moodle:
+        settings = make_settings()  # lms.base_url is not the Moodle site here
+        moodle_lms = {"type": "moodle", "api_url": moodle.base_url, "api_token": moodle.token}
+        settings = Settings.model_validate(
+            settings.model_copy(
+                update={"lms": settings.lms.model_copy(update=moodle_lms)}
+            ).model_dump()
+        )
+        application = build_app(settings)
+        try:
+            response = login(application, person(mint, f"E{uuid.uuid4().hex[:8]}"))
+            assert response.status_code == 502
+            assert "Location" not in response.headers
+            assert "Set-Cookie" not in response.headers  # no bridge session either
+            event = application.extensions["sso_bridge"].audit.tail(1)[0]
+            assert event["reason"] == "lms_rejected"
+            assert "login URL is not on lms.base_url's host" in event["detail"]["message"]
+        finally:
+            application.extensions["sso_bridge"].close()
+        moodle.check()
