@@ -341,7 +341,12 @@ class Provisioner:
         ours = "bridge" in record.grants.get("suspension", frozenset())
         if not active and not account.suspended:
             self._record_grant(user_id, "suspension", "bridge")
-            job.run("suspend", partial(self._lms.set_suspended, account, True))
+            try:
+                job.run("suspend", partial(self._lms.set_suspended, account, True))
+            except LmsRejected:
+                # Not suspended by the bridge, so a later suspension by an admin stays theirs.
+                self._forget_grants(user_id, "suspension", {"bridge"})
+                raise
             return ["account suspended"]
         if active and account.suspended and ours:
             job.run("reinstate", partial(self._lms.set_suspended, account, False))
@@ -388,6 +393,11 @@ class Provisioner:
                     self._forget_grants(user_id, kind, {name})
                     actions.append(f"{kind} left as an LMS admin set it: {name}")
                     continue
+                except LmsRejected:
+                    # Refused for good: nothing was added, so nothing is the bridge's. (A
+                    # transient failure keeps the record: the add may have happened.)
+                    self._forget_grants(user_id, kind, {name})
+                    raise
                 actions.append(f"{kind} added: {name}")
             # Only what the bridge granted comes off: an LMS admin's own memberships stay.
             for name in sorted((granted - wanted) & present):

@@ -300,3 +300,38 @@ def test_one_logins_time_budget_is_not_moved_by_another_login(
 
     with pytest.raises(LmsUnavailable, match="budget"):
         shared.provision(ADA)
+
+
+def test_a_refused_add_leaves_no_grant_behind(db: Database) -> None:
+    # Else an admin who later adds the membership by hand would see the bridge remove it.
+    lms = ScriptedLms()
+    lms.fail["add_to_group"] = [LmsRejected("no")]
+    with pytest.raises(LmsRejected):
+        provisioner(db, lms, RULES).provision(ADA)
+    user_id = only_user_id(db)
+    assert grants_of(db, user_id) == set()
+    lms.fail["add_to_group"] = [LmsUnavailable("slow")] * 3
+    with pytest.raises(LmsUnavailable):
+        provisioner(db, lms, RULES).provision(ADA)
+    # A transient failure keeps the record: the add may have happened after all.
+    assert grants_of(db, user_id) == {("group", "cohort-eng")}
+
+
+def test_a_refused_suspension_is_not_counted_as_the_bridges(db: Database) -> None:
+    lms = ScriptedLms()
+    provisioner(db, lms).provision(ADA)
+    lms.fail["set_suspended"] = [LmsRejected("no")]
+    with pytest.raises(AccountBlocked):
+        provisioner(db, lms).provision(replace(ADA, employment_status="leaver", active=False))
+    assert grants_of(db, only_user_id(db)) == set()
+    # An admin suspends the account by hand; the person comes back: the suspension stays.
+    only(lms)["suspended"] = True
+    with pytest.raises(AccountBlocked, match="administrator"):
+        provisioner(db, lms).provision(ADA)
+    assert only(lms)["suspended"] is True
+
+
+def only_user_id(db: Database) -> int:
+    with db.session() as session:
+        [user_id] = session.scalars(select(User.id)).all()
+        return user_id
