@@ -53,7 +53,7 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
 
         ProviderKeys(settings.provider.signing_key_files)
 
-    def lms() -> None:
+    def lms() -> str | None:
         from .lms import build_adapter
         from .lms.base import COURSES, GROUPS
 
@@ -84,6 +84,14 @@ def run_checks(settings: Settings) -> list[dict[str, Any]]:
                 raise RuntimeError(
                     "the rules name what the LMS does not have: " + ", ".join(absent)
                 )
+            if settings.lms.type == "moodle" and settings.lms.moodle_managed_cohorts is None:
+                # Moodle has no "cohorts of a user" call: without the list every login
+                # reads the members of every cohort on the site.
+                return (
+                    "lms.moodle_managed_cohorts is unset: each login reads the members of "
+                    "every cohort on the site; list the cohorts the rules manage"
+                )
+            return None
         finally:
             db.dispose()
 

@@ -1051,3 +1051,34 @@ def test_an_answer_over_the_size_limit_is_refused_not_read(
         lms.find(ADA.external_id)
     assert "sent more than 64 bytes" in str(exc.value)
     assert exc.value.context["function"] == "core_user_get_users_by_field"
+
+
+def test_check_warns_when_every_cohort_is_read_at_each_login(
+    tmp_path: Any, keys: Any, moodle: FakeMoodle
+) -> None:
+    from click.testing import CliRunner
+
+    from sso_bridge.cli import main
+
+    from .test_cli import config_file
+
+    head, tail = config_file(tmp_path, keys).read_text().split("[connections.acme]", 1)
+    lms = f"""
+[lms]
+type = "moodle"
+api_url = "{moodle.base_url}"
+api_token = "{moodle.token}"
+base_url = "http://127.0.0.1:5000/lms"
+client_id = "lms"
+"""
+    rows = {}
+    for managed in ("", 'moodle_managed_cohorts = ["staff"]\n'):
+        path = tmp_path / "moodle.toml"
+        path.write_text(head + lms + managed + "\n[connections.acme]" + tail)
+        result = CliRunner().invoke(main, ["--config", str(path), "check", "--json"])
+        assert result.exit_code == 0, result.output
+        rows[managed] = next(
+            r for r in json.loads(result.output) if r["check"] == "LMS adapter moodle"
+        )
+    assert "every cohort on the site" in rows[""]["warning"]
+    assert "warning" not in rows['moodle_managed_cohorts = ["staff"]\n']
