@@ -46,6 +46,7 @@ from .lms.base import (
     LmsRejected,
     LmsTargetMissing,
     LmsUnavailable,
+    lms_deadline,
 )
 from .logs import get_logger
 from .models import IdentityLink, LmsGrant, User, utcnow
@@ -56,9 +57,10 @@ from .state import Store
 # Transient LMS failures: tried this many times in all, waiting 0.2 s, then 0.4 s.
 LMS_ATTEMPTS = 3
 LMS_BACKOFF = 0.2
-# All LMS work of one login must end within this budget: no attempt starts after it.
-# The lock outlives it by more than one more call can take (an LMS timeout is at most
-# 120 s), so two logins of one person never provision at the same time.
+# All LMS work of one login must end within this budget: no attempt starts after it, and
+# every HTTP call of an adapter has its timeouts cut to what is left (lms.base.
+# call_timeout). The lock outlives it by a wide margin, so two logins of one person never
+# provision at the same time.
 LMS_BUDGET = 40.0
 LOCK_TTL = int(LMS_BUDGET) + 150
 LOCK_WAIT = 15.0
@@ -122,7 +124,8 @@ class _LmsJob:
                 )
                 raise LmsUnavailable("the provisioning time budget is spent")
             try:
-                result = call()
+                with lms_deadline(self.deadline):
+                    result = call()
             except LmsUnavailable as exc:
                 if attempt == LMS_ATTEMPTS:
                     self.calls.append({"call": what, "outcome": exc.code, "attempts": attempt})

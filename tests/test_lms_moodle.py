@@ -30,6 +30,7 @@ from sso_bridge.lms.base import (
     LmsRejected,
     LmsTargetMissing,
     LmsUnavailable,
+    lms_deadline,
 )
 from sso_bridge.lms.moodle import MoodleLms, encode_params, moodle_lang
 from sso_bridge.provisioning import Provisioned, Provisioner
@@ -1082,3 +1083,15 @@ client_id = "lms"
         )
     assert "every cohort on the site" in rows[""]["warning"]
     assert "warning" not in rows['moodle_managed_cohorts = ["staff"]\n']
+
+
+def test_a_call_ends_with_the_logins_lms_budget(moodle: FakeMoodle) -> None:
+    # The adapter's own timeout is 10 s; the login has half a second of budget left.
+    lms = MoodleLms(moodle.base_url, moodle.token, timeout=10.0)
+    moodle.delay_next(3.0)
+    began = time.monotonic()
+    with lms_deadline(began + 0.5), pytest.raises(LmsUnavailable, match="no answer within 0"):
+        lms.find(ADA.external_id)
+    assert time.monotonic() - began < 2.5  # the budget ended it, not the 10 s timeout
+    with lms_deadline(time.monotonic() - 1), pytest.raises(LmsUnavailable, match="budget"):
+        lms.find(ADA.external_id)

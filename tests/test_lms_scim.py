@@ -20,6 +20,7 @@ from sso_bridge.lms.base import (
     LmsAccount,
     LmsRejected,
     LmsUnavailable,
+    lms_deadline,
 )
 from sso_bridge.lms.scim import ScimLms, filter_string
 from sso_bridge.settings import LmsSettings
@@ -646,3 +647,19 @@ def error(status: int) -> dict[str, Any]:
         "status": str(status),
         "detail": "nope",
     }
+
+
+def test_a_request_ends_with_the_logins_lms_budget(scim_server: ScimServer) -> None:
+    adapter = ScimLms(scim_server.url, token=scim_server.token, timeout=10.0)
+    try:
+        adapter.find(unique("warm-up"))  # discovery done before the slow request
+        scim_server.delay_next(3.0, method="GET", path="/Users")
+        began = time.monotonic()
+        with lms_deadline(began + 0.5), pytest.raises(LmsUnavailable):
+            adapter.find(unique("slow"))
+        assert time.monotonic() - began < 2.5  # the budget ended it, not the 10 s timeout
+        with lms_deadline(time.monotonic() - 1), pytest.raises(LmsUnavailable, match="budget"):
+            adapter.find(unique("late"))
+    finally:
+        adapter.close()
+        scim_server.clear_faults()

@@ -9,7 +9,10 @@ subclasses; anything else is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Set
+import time
+from collections.abc import Iterator, Set
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -63,6 +66,32 @@ class LmsMembershipHeld(LmsError):
     the bridge leaves it as it is, neither reactivating nor claiming it."""
 
     code = "lms_membership_held"
+
+
+# The end of the current login's LMS budget (time.monotonic()), set by provisioning for
+# each call: adapters shorten their HTTP timeouts to it, so a slow LMS cannot keep one
+# call going past the budget (and past the person's provisioning lock).
+_deadline: ContextVar[float | None] = ContextVar("lms_deadline", default=None)
+
+
+@contextmanager
+def lms_deadline(at: float) -> Iterator[None]:
+    token = _deadline.set(at)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def call_timeout(timeout: float) -> float:
+    """``timeout``, or less if the login's LMS budget ends sooner; LmsUnavailable once spent."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return timeout
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise LmsUnavailable("the provisioning time budget is spent")
+    return min(timeout, remaining)
 
 
 @dataclass(frozen=True)

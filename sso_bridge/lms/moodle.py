@@ -82,6 +82,7 @@ from .base import (
     LmsRejected,
     LmsTargetMissing,
     LmsUnavailable,
+    call_timeout,
 )
 
 REST_PATH = "/webservice/rest/server.php"
@@ -602,11 +603,12 @@ class MoodleLms:
             ("moodlewsrestformat", "json"),
             *encode_params(params),
         ]
+        timeout = call_timeout(self.timeout)
         try:
             with self._session.post(
                 self.base_url + REST_PATH,
                 data=data,
-                timeout=self.timeout,
+                timeout=timeout,
                 allow_redirects=False,
                 stream=True,
             ) as response:
@@ -618,12 +620,10 @@ class MoodleLms:
                     # proxy is wrong.
                     raise LmsRejected(f"moodle {function}: HTTP {status}", function=function)
                 what = f"moodle {function}"
-                raw = read_bounded(
-                    response, MAX_ANSWER_BYTES, time.monotonic() + self.timeout, what
-                )
+                raw = read_bounded(response, MAX_ANSWER_BYTES, time.monotonic() + timeout, what)
         except (requests.Timeout, FetchTooSlow):
             raise LmsUnavailable(
-                f"moodle {function}: no answer within {self.timeout:g} s", function=function
+                f"moodle {function}: no answer within {timeout:g} s", function=function
             ) from None
         except FetchTooLarge as exc:
             raise LmsRejected(str(exc), function=function) from None

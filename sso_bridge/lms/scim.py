@@ -69,6 +69,7 @@ from .base import (
     LmsError,
     LmsRejected,
     LmsUnavailable,
+    call_timeout,
 )
 
 ScimUser = User[EnterpriseUser]
@@ -151,6 +152,8 @@ class ScimLms:
             if auth is not None:
                 http.auth = auth
             http.timeout = httpx2.Timeout(timeout)
+        # Each request's timeouts end with the login's LMS budget (base.call_timeout).
+        http.event_hooks["request"].append(_within_budget)
         self._http = http
         self._scim = SyncSCIMClient(http, provider=_provider(None))
         self._discovered = False
@@ -653,3 +656,10 @@ def _apply(resource: Resource[Any], changes: list[Change], model: type[_R]) -> _
     for path, value in changes:
         _set(document, path, value)
     return model.model_validate(document, scim_ctx=Context.RESOURCE_QUERY_RESPONSE)
+
+
+def _within_budget(request: httpx2.Request) -> None:
+    timeouts = request.extensions.get("timeout") or {}
+    request.extensions["timeout"] = {
+        name: None if value is None else call_timeout(value) for name, value in timeouts.items()
+    }
