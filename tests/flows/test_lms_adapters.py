@@ -113,6 +113,17 @@ def lms_settings(lms: Lms, make_settings: Callable[..., Settings], **top: Any) -
     return settings
 
 
+def moodle_settings(
+    make_settings: Callable[..., Settings], moodle: FakeMoodle, rules: Any, **lms: Any
+) -> Settings:
+    """Settings with the moodle adapter on the fake ``moodle`` (and ``lms`` overrides)."""
+    settings = make_settings(rules=rules)
+    update = {"type": "moodle", "api_url": moodle.base_url, "api_token": moodle.token, **lms}
+    return Settings.model_validate(
+        settings.model_copy(update={"lms": settings.lms.model_copy(update=update)}).model_dump()
+    )
+
+
 @pytest.fixture
 def app(lms: Lms, make_settings: Callable[..., Settings]) -> Any:
     application = build_app(lms_settings(lms, make_settings))
@@ -269,19 +280,9 @@ def test_a_rule_naming_a_course_moodle_lacks_is_skipped_not_fatal(
     with FakeMoodle() as moodle:
         moodle.add_course("SAFETY", "Safety at work")
         rules = [{"name": "typo", "courses": ["SAFETY", "SAFTEY"], "groups": ["staff"]}]
-        settings = make_settings(rules=rules)
-        moodle_lms = {
-            "type": "moodle",
-            "base_url": moodle.base_url,
-            "api_url": moodle.base_url,
-            "api_token": moodle.token,
-        }
-        settings = Settings.model_validate(
-            settings.model_copy(
-                update={"lms": settings.lms.model_copy(update=moodle_lms)}
-            ).model_dump()
+        application = build_app(
+            moodle_settings(make_settings, moodle, rules, base_url=moodle.base_url)
         )
-        application = build_app(settings)
         try:
             response = login(application, person(mint, "E-typo"))
             assert response.status_code == 303, response.get_data(as_text=True)[:300]
@@ -316,14 +317,8 @@ def test_a_moodle_login_url_off_the_lms_host_is_refused(
 ) -> None:
     # auth_userkey's URL carries a one-time login key: it goes only where deep links may.
     with FakeMoodle() as moodle:
-        settings = make_settings()  # lms.base_url is not the Moodle site here
-        moodle_lms = {"type": "moodle", "api_url": moodle.base_url, "api_token": moodle.token}
-        settings = Settings.model_validate(
-            settings.model_copy(
-                update={"lms": settings.lms.model_copy(update=moodle_lms)}
-            ).model_dump()
-        )
-        application = build_app(settings)
+        # lms.base_url stays the default: not the Moodle site.
+        application = build_app(moodle_settings(make_settings, moodle, RULES))
         try:
             response = login(application, person(mint, f"E{uuid.uuid4().hex[:8]}"))
             assert response.status_code == 502
