@@ -663,3 +663,16 @@ def test_a_request_ends_with_the_logins_lms_budget(scim_server: ScimServer) -> N
     finally:
         adapter.close()
         scim_server.clear_faults()
+
+
+def test_a_user_with_more_groups_than_the_bound_is_refused(
+    scim: ScimLms, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the server sends is bounded whatever it claims: memory is the bridge's to guard.
+    profile = make_profile()
+    account = scim.create(profile)
+    scim.add_to_group(account, unique("one"))
+    scim.add_to_group(account, unique("two"))
+    monkeypatch.setattr("sso_bridge.lms.scim.MAX_GROUPS_PER_USER", 1)
+    with pytest.raises(LmsRejected, match="more than 1"):
+        scim.find(profile.external_id)

@@ -289,6 +289,10 @@ class ScimLms:
 
     def _groups_of(self, user: Any) -> frozenset[str]:
         memberships = user.groups or []
+        if len(memberships) > MAX_GROUPS_PER_USER:
+            raise LmsRejected(
+                f"SCIM find user: {len(memberships)} groups, more than {MAX_GROUPS_PER_USER}"
+            )
         if memberships and all(membership.display for membership in memberships):
             return frozenset(membership.display for membership in memberships)
         groups = self._search(
@@ -433,6 +437,9 @@ class ScimLms:
                     "the server does not seem to apply the filter"
                 )
             resources = answer.resources or []
+            if len(found) + len(resources) > limit:
+                # A page larger than its totalResults said: bounded all the same.
+                raise LmsRejected(f"SCIM {what}: more than {limit} results")
             found.extend(resource for resource in resources if isinstance(resource, model))
             if not resources or start - 1 + len(resources) >= total:
                 return found
