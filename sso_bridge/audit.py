@@ -7,10 +7,12 @@ on the page.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
 
 from .db import Database
 from .logs import get_logger
@@ -39,7 +41,8 @@ class Auditor:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def record(self, record: AuditRecord) -> None:
+    def record(self, record: AuditRecord, also: Callable[[Session], None] | None = None) -> None:
+        """Write the event; ``also`` writes more in the same transaction (one commit)."""
         log.info(
             "audit",
             audit_event=record.event,
@@ -67,6 +70,8 @@ class Auditor:
                     detail=record.detail,
                 )
             )
+            if also is not None:
+                also(session)
 
     def tail(self, limit: int = 20) -> list[dict[str, Any]]:
         """The newest events, oldest first."""

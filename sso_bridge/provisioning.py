@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -81,11 +81,28 @@ class Provisioned:
     lms_actions: tuple[str, ...] = field(default_factory=tuple)
     account: LmsAccount | None = None
     lms_calls: tuple[dict[str, object], ...] = field(default_factory=tuple)
+    link_id: int | None = None
+
+    def record_login(self, session: Session) -> None:
+        """Note this completed login on the user and the link (``last_login_at``).
+
+        Run in the transaction that writes the login's audit event: a returning person's
+        login then costs one write transaction, and a refused login is not a login.
+        """
+        now = utcnow()
+        session.execute(update(User).where(User.id == self.user_id).values(last_login_at=now))
+        if self.link_id is not None:
+            session.execute(
+                update(IdentityLink)
+                .where(IdentityLink.id == self.link_id)
+                .values(last_login_at=now)
+            )
 
 
 @dataclass(frozen=True)
 class _Record:
     user_id: int
+    link_id: int
     public_id: str
     created: bool
     changed: tuple[str, ...]
@@ -199,6 +216,7 @@ class Provisioner:
             tuple(actions),
             account,
             tuple(job.calls),
+            record.link_id,
         )
 
     # -- step 1: the bridge's own record ---------------------------------------------------
@@ -244,12 +262,9 @@ class Provisioner:
                 # Not in sync until the LMS has the change: a failed update is retried at
                 # the next login, even though the bridge's own record is already new.
                 user.lms_account_id = None
-            if identity.active:
-                now = utcnow()
-                user.last_login_at = now
-                link.last_login_at = now
             return _Record(
                 user.id,
+                link.id,
                 user.public_id,
                 created,
                 changed,

@@ -183,6 +183,31 @@ def test_a_refused_login_ends_the_browsers_earlier_session(client: Any, mint: Mi
     assert client.get("/login").headers["Location"] == "http://127.0.0.1:5000/portal/"
 
 
+def test_last_login_is_noted_for_completed_logins_only(client: Any, mint: Minter) -> None:
+    from sqlalchemy import select
+
+    from sso_bridge.models import IdentityLink, User
+
+    db = client.application.extensions["sso_bridge"].db
+
+    def last_logins() -> tuple[Any, Any]:
+        with db.session() as session:
+            user = session.scalars(select(User)).one()
+            link = session.scalars(select(IdentityLink)).one()
+            return user.last_login_at, link.last_login_at
+
+    assert client.post("/token/acme", data={"token": mint()}).status_code == 303
+    first = last_logins()
+    assert first[0] is not None and first[0] == first[1]
+    assert client.post("/token/acme", data={"token": mint()}).status_code == 303
+    second = last_logins()
+    assert second[0] > first[0] and second[0] == second[1]
+    # A refused login (a leaver now) is not a login.
+    refused = client.post("/token/acme", data={"token": mint(employment_status="terminated")})
+    assert refused.status_code == 403
+    assert last_logins() == second
+
+
 def test_unknown_path_shows_the_error_page(client: Any) -> None:
     response = client.get("/nope")
     assert response.status_code == 404

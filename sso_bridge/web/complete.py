@@ -98,7 +98,8 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
                 "lms": list(provisioned.lms_actions),
                 "lms_calls": list(provisioned.lms_calls),
             },
-        )
+        ),
+        also=provisioned.record_login,
     )
     metrics.LOGINS.labels(identity.connection, SUCCESS).inc()
     metrics.LOGIN_SECONDS.labels(identity.connection).observe(
