@@ -172,10 +172,13 @@ def _provider(connection_id: str, settings: Settings) -> None:
 
 def _idp_metadata(connection_id: str, settings: Settings) -> None:
     from .connectors.saml_metadata import IdpMetadata
+    from .fetch import outbound_session
 
     connection = settings.connections[connection_id]
     assert connection.type == "saml"
-    metadata = IdpMetadata(connection_id, connection, settings.var_dir)
+    # Through the configured proxy, as the running bridge fetches it.
+    http = outbound_session(settings.outbound_proxy)
+    metadata = IdpMetadata(connection_id, connection, settings.var_dir, http)
     metadata.current()  # raises SamlMetadataUnavailable with the reason
     if metadata.source == "saved copy":
         raise RuntimeError("the metadata URL fails; the last good copy is in use")

@@ -12,6 +12,7 @@ from sso_bridge.cli import main
 from sso_bridge.keyfiles import generate_private_key, self_signed_certificate, write_private_key
 
 from .conftest import Keys
+from .forward_proxy import ForwardProxy
 from .test_cli import config_file
 
 
@@ -114,3 +115,19 @@ def test_certs_rotate_writes_the_next_pair_and_explains(
         ],
     )
     assert again.exit_code != 0 and "refusing to overwrite" in again.output
+
+
+def test_check_fetches_idp_metadata_through_the_outbound_proxy(
+    saml_idp: Any, tmp_path: Path, keys: Keys
+) -> None:
+    # As the running bridge does: a check that went direct could pass where the bridge fails.
+    with ForwardProxy() as proxy:
+        block = f'outbound_proxy = "{proxy.url}"\n' + saml_block(saml_idp, tmp_path)
+        text = config_file(tmp_path, keys).read_text()
+        path = tmp_path / "proxied.toml"
+        # Top-level keys go before the first table.
+        path.write_text(block.split("\n", 1)[0] + "\n" + text + block.split("\n", 1)[1])
+        result = run("--config", str(path), "check", "--json")
+    rows = {r["check"]: r for r in json.loads(result.output)}
+    assert rows["connection hr: IdP metadata"]["ok"], rows
+    assert any(saml_idp.metadata_url in line for line in proxy.seen), proxy.seen
