@@ -6,8 +6,8 @@ Scenario, a closed loop of `--concurrency` keep-alive connections on 127.0.0.1:
 GET /oidc/bench/callback?code=…&state=…&iss=… with the login's browser-binding cookie,
 for 1,000 returning people in turn (their accounts made by the warm-up), on SQLite.
 Each callback: the state and cookie checks and the one-shot transaction in Redis, the
-token request to the provider (client_secret_basic, PKCE; a new connection each time, as
-the connector opens one per login), the ES256 ID token verified with the pinned
+token request to the provider (client_secret_basic, PKCE; over the connector's pool of
+kept-alive connections), the ES256 ID token verified with the pinned
 algorithm, link, compare the profile, session, and a 303 to the LMS.
 
 Before the clock, for every callback: GET /oidc/bench/login?next=… at the bridge (its
@@ -23,8 +23,8 @@ Baselines from the same run:
 - bare verification of the same ID tokens with joserfc (the library the connector uses),
   signature and claims, in this process, one thread;
 - the provider's token endpoint alone over HTTP, sent the token requests the bridge
-  sends, each on a new connection as the bridge opens them: what the round trip costs
-  (one request per prepared callback, single-use codes: it ends before the time bound).
+  sends, each on a new connection: an upper bound of what the round trip costs (one
+  request per prepared callback, single-use codes: it ends before the time bound).
 
 Results go to bench/results/oidc_callback.json.
 """
