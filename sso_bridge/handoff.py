@@ -17,7 +17,7 @@ it to visitors, so the person would stay signed out; they are sent to
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from .lms.moodle import FRONT_PAGES, OIDC_LOGIN_PATH
 from .settings import Settings
@@ -33,8 +33,18 @@ def handoff_url(settings: Settings, target: str) -> str:
         query = urlencode({"iss": settings.base_url, "target_link_uri": target})
         return f"{client.initiate_login_uri}{separator}{query}"
     lms = settings.lms
-    if lms.type == "moodle" and lms.moodle_login == "oidc":
-        path = target.removeprefix(lms.base_url) if target.startswith(lms.base_url) else None
-        if path in FRONT_PAGES:
-            return lms.base_url + OIDC_LOGIN_PATH
+    if lms.type == "moodle" and lms.moodle_login == "oidc" and _front_page(target, lms.base_url):
+        return lms.base_url + OIDC_LOGIN_PATH
     return target
+
+
+def _front_page(target: str, base_url: str) -> bool:
+    """Whether ``target`` is the front page of the site at ``base_url`` (scheme and host
+    compared without case, as browsers do)."""
+    site, page = urlsplit(base_url), urlsplit(target)
+    if (page.scheme.lower(), page.netloc.lower()) != (site.scheme.lower(), site.netloc.lower()):
+        return False
+    if not page.path.startswith(site.path):
+        return False
+    rest = page.path[len(site.path) :] + (f"?{page.query}" if page.query else "")
+    return rest in FRONT_PAGES and not page.fragment
