@@ -36,6 +36,7 @@ from tests.test_provider import (
     Authorized,
     Bridge,
     authorize,
+    basic,
     build_bridge,
     make_settings,
     query,
@@ -537,6 +538,9 @@ def test_a_repeated_pkce_parameter_is_refused_without_require_pkce(
 # -- the client secret in the URL -----------------------------------------------------------------
 
 
+BODY_ONLY = "The token request takes its parameters in the body only."
+
+
 @pytest.mark.parametrize("client_id_in", ["body", "query"])
 def test_a_client_secret_in_the_query_string_is_refused(bridge: Bridge, client_id_in: str) -> None:
     # A secret in the URL ends up in access logs and proxies (RFC 6749 2.3.1 allows it in
@@ -548,12 +552,7 @@ def test_a_client_secret_in_the_query_string_is_refused(bridge: Bridge, client_i
         body["client_id"] = "nopkce"
     else:
         url += "&client_id=nopkce"
-    refused(
-        bridge.client().post(url, data=body),
-        "invalid_client",
-        "The client cannot authenticate with methods: "
-        "['client_secret_basic', 'client_secret_post', 'none']",
-    )
+    refused(bridge.client().post(url, data=body), "invalid_request", BODY_ONLY)
     # Also for a client with PKCE, whose verifier is right.
     user_id, public_id = bridge.add_user()
     pkce = authorize(bridge.signed_in(user_id, public_id))
@@ -567,9 +566,22 @@ def test_a_client_secret_in_the_query_string_is_refused(bridge: Bridge, client_i
             "code_verifier": pkce.verifier,
         },
     )
-    refused(
-        response,
-        "invalid_client",
-        "The client cannot authenticate with methods: "
-        "['client_secret_basic', 'client_secret_post', 'none']",
+    refused(response, "invalid_request", BODY_ONLY)
+
+
+def test_no_token_parameter_is_taken_from_the_url(bridge: Bridge) -> None:
+    # Not the code, not the redirect URI: the body only (RFC 6749 4.1.3).
+    user_id, public_id = bridge.add_user()
+    flow = authorize(bridge.signed_in(user_id, public_id))
+    response = bridge.client().post(
+        f"/oauth2/token?redirect_uri={LMS_REDIRECT}",
+        data={
+            "grant_type": "authorization_code",
+            "code": flow.code,
+            "code_verifier": flow.verifier,
+        },
+        headers=basic("lms", LMS_SECRET),
     )
+    refused(response, "invalid_request", BODY_ONLY)
+    # The code was not used up by the refused request.
+    assert redeem(bridge.client(), flow.code, flow.verifier).status_code == 200
