@@ -90,12 +90,18 @@ class Provisioned:
         login then costs one write transaction, and a refused login is not a login.
         """
         now = utcnow()
-        session.execute(update(User).where(User.id == self.user_id).values(last_login_at=now))
+        # This session holds no objects to keep in step with the UPDATEs.
+        plain = {"synchronize_session": False}
+        session.execute(
+            update(User).where(User.id == self.user_id).values(last_login_at=now),
+            execution_options=plain,
+        )
         if self.link_id is not None:
             session.execute(
                 update(IdentityLink)
                 .where(IdentityLink.id == self.link_id)
-                .values(last_login_at=now)
+                .values(last_login_at=now),
+                execution_options=plain,
             )
 
 
