@@ -265,8 +265,8 @@ def main() -> int:
         bridge = servers.bridge(str(settings_file), port, args.workers)
         try:
             # The warm-up signs in every returning person once (their accounts). The first
-            # callback goes alone: with the JWKS not yet cached, callbacks that arrive
-            # while one fetches it are refused (503), by design of the fetch gate.
+            # callback goes alone, so the provider's keys are fetched before the others
+            # start (they would wait for that fetch: jwks.py).
             warm, _ = prepare(provider, port, RETURNING)
             for batch, connections in ((warm[:1], 1), (warm[1:], 8)):
                 result = run_load(port, batch, connections, 120, expect=CALLBACK)

@@ -79,7 +79,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     # SQLite's advice for WAL: NORMAL syncs at checkpoints, not at every commit, and the
-    # database stays consistent through a crash; a power cut may lose the last commits.
+    # database stays consistent through a crash; a power cut may lose the last commits
+    # (an audit event, or the note of a grant: that membership then stays in the LMS).
     # FULL (the default) cost an fsync per login, about a third of a returning login's
     # time; a deployment that cannot lose one is on PostgreSQL (docs/operations.md).
     cursor.execute("PRAGMA synchronous=NORMAL")

@@ -160,7 +160,7 @@ class LmsSettings(Section):
     moodle_managed_cohorts: list[str] | None = None
     """Cohort ID numbers the bridge reads and manages; it then never sees, so never removes, any other. Unset: every cohort on the site (slower on a site with many). Must include every cohort the rules name."""
     moodle_create_cohorts: bool = True
-    """Create a cohort a rule names that Moodle does not have yet (a site cohort); `false` makes such a rule fail the login instead."""
+    """Create a cohort a rule names that Moodle does not have yet (a site cohort); with `false` such a grant is skipped and audited (`lms_target_missing`), and `sso-bridge check` names the cohort."""
     moodle_cache_ttl: float = Field(default=300.0, ge=0, le=86400)
     """Seconds the list of cohorts and each course's id are kept before being asked again; 0 asks at every login."""
 
