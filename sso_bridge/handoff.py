@@ -19,8 +19,12 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit
 
-from .lms.moodle import FRONT_PAGES, OIDC_LOGIN_PATH
 from .settings import Settings
+
+# Where Moodle's auth_oidc starts a login (also its redirect URI), and the paths of
+# Moodle's front page, which visitors see without one.
+OIDC_LOGIN_PATH = "/auth/oidc/"
+FRONT_PAGES = frozenset({"", "/", "/index.php"})
 
 
 def handoff_url(settings: Settings, target: str) -> str:

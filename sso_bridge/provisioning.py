@@ -133,7 +133,6 @@ class _LmsJob:
     different people at once, and one login's budget must not move another's.
     """
 
-    lms: LmsAdapter
     sleep: Callable[[float], None]
     deadline: float
     calls: list[dict[str, object]] = field(default_factory=list)
@@ -192,7 +191,7 @@ class Provisioner:
                 # takes the update path.
                 record = self._record(identity)
             active = identity.active and record.blocked_reason is None
-            job = _LmsJob(self._lms, self._sleep, time.monotonic() + LMS_BUDGET)
+            job = _LmsJob(self._sleep, time.monotonic() + LMS_BUDGET)
             account: LmsAccount | None = None
             actions: list[str] = []
             try:
@@ -215,14 +214,14 @@ class Provisioner:
                 lms_calls=job.calls,
             )
         return Provisioned(
-            record.user_id,
-            record.public_id,
-            record.created,
-            record.changed,
-            tuple(actions),
-            account,
-            tuple(job.calls),
-            record.link_id,
+            user_id=record.user_id,
+            public_id=record.public_id,
+            created=record.created,
+            changed=record.changed,
+            lms_actions=tuple(actions),
+            account=account,
+            lms_calls=tuple(job.calls),
+            link_id=record.link_id,
         )
 
     # -- step 1: the bridge's own record ---------------------------------------------------

@@ -676,7 +676,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _check_managed_cohorts(self) -> Settings:
+    def _rules_within_managed_cohorts(self) -> Settings:
         managed = self.lms.moodle_managed_cohorts
         if self.lms.type != "moodle" or managed is None:
             return self

@@ -19,6 +19,7 @@ from typing import get_args
 import pytest
 
 from sso_bridge.checks import moodle_oidc_client
+from sso_bridge.handoff import OIDC_LOGIN_PATH
 from sso_bridge.lms import base, moodle
 from sso_bridge.settings import RuleField, RuleSettings, load_settings
 from tests.doc_tables import ROW, first_column, reason_codes, section
@@ -162,5 +163,5 @@ def test_the_moodle_oidc_configuration_in_the_doc_loads_and_passes_the_check(
     [client] = settings.provider.clients
     assert (settings.lms.moodle_login, settings.lms.client_id) == ("oidc", client.client_id)
     assert client.require_pkce is False and client.client_secret is not None
-    assert client.redirect_uris == [f"{settings.lms.base_url}{moodle.OIDC_LOGIN_PATH}"]
+    assert client.redirect_uris == [f"{settings.lms.base_url}{OIDC_LOGIN_PATH}"]
     assert moodle_oidc_client(settings) is None

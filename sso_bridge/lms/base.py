@@ -76,6 +76,7 @@ _deadline: ContextVar[float | None] = ContextVar("lms_deadline", default=None)
 
 @contextmanager
 def lms_deadline(at: float) -> Iterator[None]:
+    """Within the block, LMS calls end by ``at`` (time.monotonic())."""
     token = _deadline.set(at)
     try:
         yield

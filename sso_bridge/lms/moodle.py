@@ -99,14 +99,10 @@ TRANSIENT_ERRORCODES = frozenset({"sitemaintenance"})
 WARNING_NOT_FOUND = "2"
 WARNING_ALREADY_MEMBER = "3"
 COURSE_ID_PREFIX = "id:"
-_COURSE_ID_RE = re.compile(r"^id:([0-9]+)$")
+_COURSE_ID_RE = re.compile(re.escape(COURSE_ID_PREFIX) + r"([0-9]+)", re.ASCII)
 _LANG_RE = re.compile(r"^[a-z]{2,3}(?:_[a-z0-9]+)*$")
 
 Login = Literal["userkey", "oidc"]
-# Where auth_oidc starts a login (also its redirect URI), and the paths of Moodle's
-# front page, which visitors see without one.
-OIDC_LOGIN_PATH = "/auth/oidc/"
-FRONT_PAGES = frozenset({"", "/", "/index.php"})
 
 CourseKey = tuple[Literal["id", "shortname"], str]
 
@@ -119,7 +115,7 @@ class _Course:
 
 def course_key(name: str) -> CourseKey:
     """What a rule's course name points at: ``id:042`` -> ("id", "42"), else the shortname."""
-    match = _COURSE_ID_RE.match(name)
+    match = _COURSE_ID_RE.fullmatch(name)
     return ("id", str(int(match.group(1)))) if match else ("shortname", name)
 
 
