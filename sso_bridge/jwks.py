@@ -185,16 +185,16 @@ class RemoteJwks:
         gate = self._key("jwks-fetch")
         if self._store.add(gate, FETCHING, self._refetch_interval):
             try:
-                raw = self._refresh()
+                return self._refresh()
             except self._unavailable:
-                self._store.set(gate, FETCHED, self._refetch_interval)
                 stale = self._store.get(self._key("jwks-last-good"))
                 if stale is None:
                     raise
                 log.warning("jwks_stale_copy_used", connection=self._id)
                 return stale
-            self._store.set(gate, FETCHED, self._refetch_interval)
-            return raw
+            finally:
+                # However the fetch ended, whoever waits on it stops waiting.
+                self._store.set(gate, FETCHED, self._refetch_interval)
         cached = self._wait_for_fetch(gate)
         if cached is not None:
             return cached
@@ -211,7 +211,8 @@ class RemoteJwks:
         badly (at most its timeout), so a flood while the URL is down holds no thread
         longer than the fetch itself.
         """
-        deadline = time.monotonic() + self._timeout + 1
+        # A fetch takes at most its connect and read timeouts, then the body's deadline.
+        deadline = time.monotonic() + 2 * self._timeout + 1
         while time.monotonic() < deadline:
             cached = self._store.get(self._key("jwks"))
             if cached is not None:
