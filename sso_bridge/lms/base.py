@@ -54,6 +54,17 @@ class LmsRejected(LmsError):
     )
 
 
+class LmsLoginUrlRefused(LmsRejected):
+    """The LMS answered with a login URL off its own host: a configuration mistake
+    (`lms.base_url` is not the LMS's site URL), never a place to send a login key."""
+
+    code = "lms_login_url_refused"
+    public_message = (
+        "The learning platform is not set up correctly for sign-in, so you were not sent "
+        "there. Please contact your IT team and quote the reference below."
+    )
+
+
 class LmsTargetMissing(LmsRejected):
     """A group or course a rule names does not exist in the LMS (and the adapter does not
     create it): a configuration problem, which `sso-bridge check` reports."""

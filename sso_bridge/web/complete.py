@@ -16,7 +16,7 @@ from ..audit import SUCCESS, AuditRecord
 from ..connectors.base import Verified
 from ..errors import NextNotAllowed, RateLimited
 from ..handoff import handoff_url
-from ..lms.base import LOGIN_URL, LmsRejected
+from ..lms.base import LOGIN_URL, LmsLoginUrlRefused
 from ..redirects import safe_next
 from .context import correlation_id, current_session, services
 
@@ -69,7 +69,7 @@ def finish_login(verified: Verified, requested_next: str | None) -> Response:
             try:
                 check_next(direct)
             except NextNotAllowed:
-                raise LmsRejected(
+                raise LmsLoginUrlRefused(
                     "the LMS's login URL is not on lms.base_url's host or lms.allowed_hosts"
                 ) from None
     session = svc.sessions.create(

@@ -325,7 +325,7 @@ def test_a_moodle_login_url_off_the_lms_host_is_refused(
             assert "Location" not in response.headers
             assert "Set-Cookie" not in response.headers  # no bridge session either
             event = application.extensions["sso_bridge"].audit.tail(1)[0]
-            assert event["reason"] == "lms_rejected"
+            assert event["reason"] == "lms_login_url_refused"
             assert "login URL is not on lms.base_url's host" in event["detail"]["message"]
         finally:
             application.extensions["sso_bridge"].close()
