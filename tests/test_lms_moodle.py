@@ -1095,3 +1095,34 @@ def test_a_call_ends_with_the_logins_lms_budget(moodle: FakeMoodle) -> None:
     assert time.monotonic() - began < 2.5  # the budget ended it, not the 10 s timeout
     with lms_deadline(time.monotonic() - 1), pytest.raises(LmsUnavailable, match="budget"):
         lms.find(ADA.external_id)
+
+
+def test_a_body_that_stops_coming_is_reported_as_no_answer() -> None:
+    # Headers at once, then silence: the read times out inside the body, which requests
+    # reports as a connection error; the detail must still say "no answer", not "could
+    # not connect" (the troubleshooting table sends those to different causes).
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n["
+        )
+        time.sleep(2)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    lms = MoodleLms(f"http://127.0.0.1:{port}", "token", timeout=0.5)
+    with pytest.raises(LmsUnavailable) as exc:
+        lms.find(ADA.external_id)
+    assert "no answer within 0.5 s" in str(exc.value)
+    thread.join(timeout=5)
+    listener.close()

@@ -69,6 +69,7 @@ from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from ..fetch import FetchTooLarge, FetchTooSlow, read_bounded
 from .base import (
@@ -623,7 +624,12 @@ class MoodleLms:
             ) from None
         except FetchTooLarge as exc:
             raise LmsRejected(str(exc), function=function) from None
-        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            if any(isinstance(arg, urllib3.exceptions.ReadTimeoutError) for arg in exc.args):
+                # A body that stopped coming: requests reports it as a connection error.
+                raise LmsUnavailable(
+                    f"moodle {function}: no answer within {timeout:g} s", function=function
+                ) from None
             raise LmsUnavailable(
                 f"moodle {function}: could not connect to {self.base_url}", function=function
             ) from None
