@@ -319,16 +319,14 @@ def _max_age(grant: Any) -> int | None:
 
 @bp.post("/oauth2/token")
 def token() -> Response:
+    server = _state().server
     if request.args:
         # RFC 6749 4.1.3: the token request's parameters travel in the body. Codes and
         # secrets in a URL end up in access logs; Authlib would read them from either.
-        response = jsonify(
-            error="invalid_request",
-            error_description="The token request takes its parameters in the body only.",
-        )
-        response.status_code = 400
+        error = InvalidRequestError("The token request takes its parameters in the body only.")
+        response: Response = server.handle_error_response(None, error)
     else:
-        response = _state().server.create_token_response()
+        response = server.create_token_response()
     _no_store(response)
     granted = g.get("provider_grant")
     if response.status_code == 200 and granted is not None:
