@@ -168,6 +168,17 @@ def run_load(
     return asyncio.run(_run(host, port, requests, concurrency, seconds, expect, keep_heads))
 
 
+def summary(timings: Sequence[float]) -> dict[str, float]:
+    """Per second, p50 and p99 of in-process timings (seconds), for the one-thread baselines."""
+    ordered = sorted(timings)
+    n = len(ordered)
+    return {
+        "per_second": round(n / sum(ordered), 1),
+        "p50_ms": round(ordered[n // 2] * 1000, 3),
+        "p99_ms": round(ordered[int(n * 0.99) - 1] * 1000, 3),
+    }
+
+
 def merged(results: Sequence[LoadResult]) -> LoadResult:
     """Several timed runs of one scenario as one: their requests over their summed time."""
     statuses: dict[int, int] = {}

@@ -50,7 +50,7 @@ from joserfc import jwt  # noqa: E402
 from joserfc.jwk import ECKey  # noqa: E402
 
 from bench import servers  # noqa: E402
-from bench.loadgen import get, post_form, run_load  # noqa: E402
+from bench.loadgen import get, post_form, run_load, summary  # noqa: E402
 from bench.token_handoff import Keys, bridge_settings, row  # noqa: E402
 from sso_bridge.connectors.oidc import BROWSER_COOKIE_PREFIX  # noqa: E402
 from tests.oidc_rogue import CLIENT_ID, CLIENT_SECRET, s256  # noqa: E402
@@ -228,13 +228,7 @@ def bare_verify(provider: Provider, tokens: list[dict[str, str]]) -> dict[str, f
         )
         registry.validate(jwt.decode(token["id_token"], public, algorithms=["ES256"]).claims)
         timings.append(time.perf_counter() - start)
-    timings.sort()
-    n = len(timings)
-    return {
-        "per_second": round(n / sum(timings), 1),
-        "p50_ms": round(timings[n // 2] * 1000, 3),
-        "p99_ms": round(timings[int(n * 0.99) - 1] * 1000, 3),
-    }
+    return summary(timings)
 
 
 def main() -> int:

@@ -39,7 +39,7 @@ from joserfc.jwk import OKPKey  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench import servers  # noqa: E402
-from bench.loadgen import LoadResult, post_form, run_load  # noqa: E402
+from bench.loadgen import LoadResult, post_form, run_load, summary  # noqa: E402
 from sso_bridge.keyfiles import (  # noqa: E402
     generate_private_key,
     mint_handoff_token,
@@ -137,12 +137,7 @@ def bare_jwt(keys: Keys, port: int, n: int) -> dict[str, float]:
         start = time.perf_counter()
         registry.validate(jwt.decode(value, key, algorithms=["EdDSA"]).claims)
         timings.append(time.perf_counter() - start)
-    timings.sort()
-    return {
-        "per_second": round(n / sum(timings), 1),
-        "p50_ms": round(timings[n // 2] * 1000, 3),
-        "p99_ms": round(timings[int(n * 0.99) - 1] * 1000, 3),
-    }
+    return summary(timings)
 
 
 def count_accounts(db_url: str) -> tuple[int, int]:
