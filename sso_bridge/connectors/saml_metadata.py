@@ -26,7 +26,7 @@ from onelogin.saml2.utils import OneLogin_Saml2_Utils
 from pydantic import ValidationError
 
 from .. import errors
-from ..fetch import FetchError, fetch_bounded
+from ..fetch import FetchError, fetch_bounded, outbound_session
 from ..logs import get_logger
 from ..settings import SLUG, SamlConnection
 from .saml_xml import DS, check_signatures, parse
@@ -143,9 +143,7 @@ def describe_idp_metadata(
         raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
     try:
         if is_url:
-            http = requests.Session()
-            http.trust_env = False
-            xml = fetch_metadata(http, source)
+            xml = fetch_metadata(outbound_session(None), source)
         else:
             xml = Path(source).read_bytes()
         idp = parse_idp_metadata(xml, settings)
@@ -215,10 +213,7 @@ class IdpMetadata:
         self._clock = clock
         self._cache_file = var_dir / "saml" / connection_id / "idp-metadata.xml"
         self._source_file = self._cache_file.with_name("idp-metadata.url")
-        if http is None:
-            http = requests.Session()
-            http.trust_env = False
-        self._http = http
+        self._http = http or outbound_session(None)
         self._lock = threading.Lock()
         self._refreshing = False
         self._idp: dict[str, Any] | None = None

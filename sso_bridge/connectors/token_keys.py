@@ -9,6 +9,7 @@ import requests
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from joserfc.jwk import OctKey
 
+from ..fetch import outbound_session
 from ..jwks import KeyConfigError, PinnedKey, RemoteJwks, parse_jwks, wrap_key
 from ..settings import TokenConnection, TokenKeySettings
 from ..state import Store
@@ -56,11 +57,7 @@ class TokenKeyring:
         self._id = connection_id
         self._settings = settings
         self._store = store
-        if http is None:
-            http = requests.Session()
-            # No proxy settings or .netrc credentials from the environment for this request.
-            http.trust_env = False
-        self._http = http
+        self._http = http or outbound_session(None)
         self._static: dict[str, PinnedKey] = {}
         for spec in settings.keys:
             self._static[spec.kid] = load_file_key(spec)
@@ -75,7 +72,7 @@ class TokenKeyring:
                 settings.jwks_url,
                 settings.algorithms,
                 store,
-                http,
+                self._http,
                 settings.jwks_cache_seconds,
                 settings.jwks_refetch_interval,
                 settings.jwks_stale_seconds,

@@ -71,7 +71,7 @@ from urllib.parse import quote
 import requests
 import urllib3
 
-from ..fetch import FetchTooLarge, FetchTooSlow, read_bounded
+from ..fetch import FetchTooLarge, FetchTooSlow, outbound_session, read_bounded
 from .base import (
     COURSES,
     GROUPS,
@@ -225,9 +225,9 @@ class MoodleLms:
         self.create_cohorts = create_cohorts
         self.languages = frozenset(languages) if languages is not None else None
         self._token = token
-        self._session = session or requests.Session()
         # Never through a proxy from the environment: the token goes to Moodle, or through
         # the configured outbound proxy (build_adapter passes a session set up for it), only.
+        self._session = session or outbound_session(None)
         self._session.trust_env = False
         self._cohorts = _Cache(cache_ttl)
         self._spellings: dict[CourseKey, frozenset[str]] = {}
