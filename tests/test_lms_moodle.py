@@ -421,7 +421,7 @@ def test_the_adapter_options_come_from_the_settings(moodle: FakeMoodle, tmp_path
         moodle_cache_ttl=0,
     )
     db = Database(f"sqlite:///{tmp_path}/bridge.db")
-    lms = build_adapter(settings, db)
+    lms = build_adapter(settings, db, (), None)
     moodle.add_cohort("staff")
     other = moodle.add_cohort("other")
 
@@ -444,9 +444,9 @@ def test_calls_go_through_the_configured_outbound_proxy(moodle: FakeMoodle, tmp_
     settings = LmsSettings(type="moodle", api_url=moodle.base_url, api_token=moodle.token)
     db = Database(f"sqlite:///{tmp_path}/bridge.db")
     with ForwardProxy() as proxy:
-        assert build_adapter(settings, db, outbound_proxy=proxy.url).find("nobody") is None
+        assert build_adapter(settings, db, (), proxy.url).find("nobody") is None
         relayed = proxy.seen
-        assert build_adapter(settings, db).find("nobody") is None
+        assert build_adapter(settings, db, (), None).find("nobody") is None
     db.dispose()
     # A proxy is sent the absolute URL; the adapter without one went direct.
     assert relayed == [f"POST {moodle.rest_url}"]
@@ -470,6 +470,7 @@ def provisioner(moodle: FakeMoodle, database: Database, *rules: RuleSettings) ->
         LmsSettings(type="moodle", api_url=moodle.base_url, api_token=moodle.token),
         database,
         rules,
+        None,
     )
     return Provisioner(database, MemoryStore(), adapter, rules)
 

@@ -584,8 +584,8 @@ def test_requests_go_through_the_configured_outbound_proxy(
     db = Database(f"sqlite:///{tmp_path}/bridge.db")
     external_id = unique("ext")
     with ForwardProxy() as proxy:
-        through = build_adapter(settings, db, outbound_proxy=proxy.url)
-        direct = build_adapter(settings, db)
+        through = build_adapter(settings, db, (), proxy.url)
+        direct = build_adapter(settings, db, (), None)
         assert isinstance(through, ScimLms) and isinstance(direct, ScimLms)
         try:
             assert through.find(external_id) is None

@@ -14,14 +14,15 @@ from .builtin import BuiltinLms
 def build_adapter(
     settings: LmsSettings,
     db: Database,
-    rules: Sequence[RuleSettings] = (),
-    outbound_proxy: str | None = None,
+    rules: Sequence[RuleSettings],
+    outbound_proxy: str | None,
 ) -> LmsAdapter:
     """The configured adapter (a closed set: `lms.type` is a Literal).
 
     ``rules`` tell the Moodle adapter how the rules spell each course, so that it reports
     an account's courses in those spellings. ``outbound_proxy`` is the bridge's proxy for
-    its own requests: the LMS API is reached through it like metadata and JWKS are.
+    its own requests: the LMS API is reached through it like metadata and JWKS are. Both
+    are required: left out, either would be wrong without a sign.
     """
     if settings.type == "builtin":
         return BuiltinLms(db)
