@@ -234,7 +234,8 @@ class MoodleLms:
         for name in rule_courses:
             key = course_key(name)
             self._spellings[key] = self._spellings.get(key, frozenset()) | {name}
-        self._courses: dict[str, tuple[_Course, float]] = {}
+        # By what a name points at (course_key): `id:042` and `id:42` are one entry.
+        self._courses: dict[CourseKey, tuple[_Course, float]] = {}
         self._courses_lock = threading.Lock()
         self._cache_ttl = cache_ttl
 
@@ -570,9 +571,10 @@ class MoodleLms:
 
     def _course(self, course: str) -> _Course | None:
         """The course a rule names by shortname, or by ``id:<n>``; None if there is none."""
-        field, value = course_key(course)
+        key = course_key(course)
+        field, value = key
         with self._courses_lock:
-            cached = self._courses.get(course)
+            cached = self._courses.get(key)
         if cached is not None and time.monotonic() - cached[1] <= self._cache_ttl:
             return cached[0]
         result = self._call("core_course_get_courses_by_field", {"field": field, "value": value})
@@ -588,7 +590,7 @@ class MoodleLms:
             str(found[0].get("shortname") or ""),
         )
         with self._courses_lock:
-            self._courses[course] = (resolved, time.monotonic())
+            self._courses[key] = (resolved, time.monotonic())
         return resolved
 
     # -- the REST call ------------------------------------------------------------------------
