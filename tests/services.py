@@ -222,7 +222,7 @@ class _Janitor:
 
 
 _janitor = _Janitor()
-_live: dict[int, RedisServer | PostgresServer] = {}
+_live: dict[int, Closing] = {}
 _owner_pid = os.getpid()
 
 
@@ -237,6 +237,123 @@ def _stop_all() -> None:
         except Exception as exc:
             print(f"tests/services.py: could not stop {server!r}: {exc}", file=sys.stderr)
     _janitor.close()
+
+
+# --- servers run as a child process, in a directory of their own ----------------------------
+
+
+class ChildServer(Closing):
+    """A test server run as a child process (SimpleSAMLphp under `php -S`, oidc-provider
+    under Node): started on a free port, again on another if a process took that one
+    first, stopped with its whole process group, cleaned up by the janitor if the test
+    session dies. `stop()` ends it for good and removes its directory.
+
+    A subclass sets `dir`, `log_path` and `_key` and calls `_begin()` in its constructor,
+    and supplies `_write_config`, `_command` and `_not_ready`.
+    """
+
+    name = "the server"
+    port_taken = "Address already in use"
+    """What the server logs when its port was taken between free_port() and listening."""
+
+    dir: Path
+    log_path: Path
+    _key: str
+    port = 0
+    startup_seconds: float | None = None
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def _write_config(self) -> None:
+        """Write what the server reads at start (it knows its port by then)."""
+
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment to start the server with."""
+        raise NotImplementedError
+
+    def _not_ready(self) -> str | None:
+        """None once the server answers as it should; else what it answered."""
+        raise NotImplementedError
+
+    def _begin(self) -> None:
+        _live[id(self)] = self
+        _janitor.add(self._key, rmtree=str(self.dir))
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, limit: int = 4000) -> str:
+        """The end of the server's log."""
+        return _log_tail(self.log_path, limit)
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop_process_group(proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        _janitor.discard(self._key)
+        _live.pop(id(self), None)
+
+    def _start(self) -> None:
+        began = time.monotonic()
+        last_error: ServiceError | None = None
+        for _attempt in range(3):
+            self.port = free_port()
+            self._write_config()
+            try:
+                self._spawn()
+                self.startup_seconds = time.monotonic() - began
+                return
+            except ServiceError as exc:
+                # Another process may have taken the port between free_port() and listen().
+                last_error = exc
+                if self.port_taken not in self.log_tail():
+                    raise
+        assert last_error is not None
+        raise last_error
+
+    def _spawn(self) -> None:
+        argv, env = self._command()
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                # The janitor recognizes the server by its working directory.
+                cwd=self.dir,
+                env=env,
+                # Its own session: a Ctrl-C meant for pytest must not kill it first.
+                start_new_session=True,
+            )
+        _janitor.add(self._key, pid=self._proc.pid, cwd=str(self.dir), rmtree=str(self.dir))
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            proc, self._proc = self._proc, None
+            stop_process_group(proc)
+            raise
+
+    def _wait_until_ready(self) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise ServiceError(
+                    f"{self.name} exited with status {code} before answering on port "
+                    f"{self.port}; its log:\n{self.log_tail()}"
+                )
+            last = self._not_ready()
+            if last is None:
+                return
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"{self.name} did not answer on port {self.port} within "
+                    f"{START_TIMEOUT:.0f} s ({last}); its log:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
 
 
 # --- Redis ---------------------------------------------------------------------------

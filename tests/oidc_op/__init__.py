@@ -29,8 +29,6 @@ Users (all with the password `PASSWORD`) are in `USERS`. The session fixture `oi
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import copy
 import fcntl
 import json
@@ -54,10 +52,8 @@ from joserfc.jwk import ECKey, KeyParameters, RSAKey
 
 from tests.services import (
     HOST,
+    ChildServer,
     ServiceError,
-    _janitor,
-    _log_tail,
-    free_port,
     stop_process_group,
 )
 
@@ -68,7 +64,6 @@ LOCK_FILE = NODE_DIR / "package-lock.json"
 NODE_MODULES = NODE_DIR / "node_modules"
 # oidc-provider 9 calls URL.parse (Node.js 20.18 and later) and crypto.hash (20.12).
 MIN_NODE = (20, 18)
-START_TIMEOUT = 30.0
 HTTP_TIMEOUT = 15.0
 NPM_TIMEOUT = 600.0
 
@@ -344,21 +339,12 @@ def _without_query(url: str) -> str:
 
 # --- the provider --------------------------------------------------------------------------------
 
-_live: dict[int, OidcProvider] = {}
-_owner_pid = os.getpid()
 
-
-@atexit.register
-def _stop_all() -> None:
-    if os.getpid() != _owner_pid:
-        return
-    for provider in list(_live.values()):
-        with contextlib.suppress(Exception):
-            provider.stop()
-
-
-class OidcProvider:
+class OidcProvider(ChildServer):
     """oidc-provider as an OpenID Provider on a free 127.0.0.1 port; creating one starts it."""
+
+    name = "the OpenID Provider (node provider.mjs)"
+    port_taken = "EADDRINUSE"
 
     def __init__(
         self,
@@ -379,8 +365,6 @@ class OidcProvider:
         self.dir = Path(tempfile.mkdtemp(prefix="sso-bridge-oidc-op-")).resolve()
         self.config_path = self.dir / "config.json"
         self.log_path = self.dir / "provider.log"
-        self.port = 0
-        self.startup_seconds: float | None = None
         self.control_token = secrets.token_urlsafe(32)
         self.cookie_keys = [secrets.token_urlsafe(32)]
         self.conform_id_token_claims = conform_id_token_claims
@@ -399,28 +383,18 @@ class OidcProvider:
             self._new_key("ES256"),
         ]
         self._key = f"oidc-op:{self.dir}"
-        self._proc: subprocess.Popen[bytes] | None = None
-        _live[id(self)] = self
-        _janitor.add(self._key, rmtree=str(self.dir))
+        self._begin()
         try:
             for options in clients:
                 client = self._client(**options)
                 self._clients[client.client_id] = client
-            began = time.monotonic()
             self._start()
-            self.startup_seconds = time.monotonic() - began
         except BaseException:
             self.stop()
             raise
 
     def __repr__(self) -> str:
         return f"<OidcProvider {self.issuer} running={self.running}>"
-
-    def __enter__(self) -> OidcProvider:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # --- addresses ---
 
@@ -452,10 +426,6 @@ class OidcProvider:
     @property
     def end_session_endpoint(self) -> str:
         return f"{self.issuer}/session/end"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def metadata(self) -> dict[str, Any]:
         """The discovery document, fetched now."""
@@ -642,21 +612,6 @@ class OidcProvider:
         self._write_config()
         self._spawn()
 
-    def stop(self) -> None:
-        """Stop the server and remove its directory."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_process_group(proc)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        _janitor.discard(self._key)
-        _live.pop(id(self), None)
-
-    close = stop
-
-    def log_tail(self, limit: int = 4000) -> str:
-        """The end of the provider's log."""
-        return _log_tail(self.log_path, limit)
-
     # --- internals ---
 
     def _new_key(self, alg: str) -> dict[str, Any]:
@@ -750,66 +705,17 @@ class OidcProvider:
                 f"{response.text.strip()}"
             )
 
-    def _start(self) -> None:
-        last_error: ServiceError | None = None
-        for _attempt in range(3):
-            self.port = free_port()
-            self._write_config()
-            try:
-                self._spawn()
-                return
-            except ServiceError as exc:
-                # Another process may have taken the port between free_port() and listen().
-                last_error = exc
-                if "EADDRINUSE" not in self.log_tail():
-                    raise
-        assert last_error is not None
-        raise last_error
+    def _command(self) -> tuple[list[str], dict[str, str]]:
+        return [self.node, str(SCRIPT), str(self.config_path)], {**os.environ, "NODE_ENV": "test"}
 
-    def _spawn(self) -> None:
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                [self.node, str(SCRIPT), str(self.config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                # The janitor recognizes the server by its working directory.
-                cwd=self.dir,
-                env={**os.environ, "NODE_ENV": "test"},
-                start_new_session=True,
-            )
-        _janitor.add(self._key, pid=self._proc.pid, cwd=str(self.dir), rmtree=str(self.dir))
+    def _not_ready(self) -> str | None:
         try:
-            self._wait_until_ready()
-        except BaseException:
-            proc, self._proc = self._proc, None
-            stop_process_group(proc)
-            raise
-
-    def _wait_until_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        last = "no answer yet"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise ServiceError(
-                    f"node provider.mjs exited with status {code} before answering on port "
-                    f"{self.port}; its log:\n{self.log_tail()}"
-                )
-            try:
-                response = requests.get(self.discovery_url, timeout=2)
-                if response.status_code == 200 and response.json().get("issuer") == self.issuer:
-                    return
-                last = f"HTTP {response.status_code}: {response.text[:500]}"
-            except (requests.RequestException, ValueError) as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"the OpenID Provider did not answer at {self.discovery_url} within "
-                    f"{START_TIMEOUT:.0f} s ({last}); its log:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+            response = requests.get(self.discovery_url, timeout=2)
+            if response.status_code == 200 and response.json().get("issuer") == self.issuer:
+                return None
+            return f"HTTP {response.status_code}: {response.text[:500]}"
+        except (requests.RequestException, ValueError) as exc:
+            return str(exc)
 
     def _get_json(self, url: str) -> dict[str, Any]:
         response = requests.get(url, timeout=HTTP_TIMEOUT)

@@ -23,17 +23,13 @@ The session fixture `saml_idp` (import `saml_idp_fixture`) fails (never skips) w
 
 from __future__ import annotations
 
-import atexit
 import base64
-import contextlib
 import datetime as dt
 import html
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
-import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,11 +47,8 @@ from cryptography.x509.oid import NameOID
 
 from tests.services import (
     HOST,
+    ChildServer,
     ServiceError,
-    _janitor,
-    _log_tail,
-    free_port,
-    stop_process_group,
 )
 
 INSTALL_HINT = "run `make test` or scripts/install-system-deps.sh"
@@ -64,7 +57,6 @@ TEMPLATES = Path(__file__).resolve().parent / "templates"
 SIMPLESAMLPHP_DIR = Path(
     os.environ.get("SSO_BRIDGE_TEST_SIMPLESAMLPHP", "/usr/share/simplesamlphp")
 )
-START_TIMEOUT = 30.0
 HTTP_TIMEOUT = 15.0
 
 PASSWORD = "password"  # every test user's password (tests only)
@@ -314,21 +306,11 @@ def decode_post_message(value: str) -> str:
 
 # --- the IdP -----------------------------------------------------------------------------------
 
-_live: dict[int, SimpleSamlIdp] = {}
-_owner_pid = os.getpid()
 
-
-@atexit.register
-def _stop_all() -> None:
-    if os.getpid() != _owner_pid:
-        return
-    for idp in list(_live.values()):
-        with contextlib.suppress(Exception):
-            idp.stop()
-
-
-class SimpleSamlIdp:
+class SimpleSamlIdp(ChildServer):
     """SimpleSAMLphp as a SAML 2.0 IdP on a free 127.0.0.1 port; creating one starts it."""
+
+    name = "SimpleSAMLphp (php -S)"
 
     def __init__(self, *, admin_password: str = "admin-password") -> None:
         self.php = shutil.which("php")
@@ -346,10 +328,7 @@ class SimpleSamlIdp:
         self.log_path = self.dir / "server.log"
         for sub in ("config", "metadata", "cert", "data", "tmp", "log", "sessions"):
             (self.dir / sub).mkdir()
-        self.port = 0
-        self.startup_seconds: float | None = None
         self._key = f"saml-idp:{self.dir}"
-        self._proc: subprocess.Popen[bytes] | None = None
         self._users: dict[str, tuple[str, dict[str, list[str]]]] = {
             name: (PASSWORD, attributes) for name, attributes in USERS.items()
         }
@@ -358,25 +337,16 @@ class SimpleSamlIdp:
         self._signing: _KeyPair | None = None
         self._staged: _KeyPair | None = None  # stage_key(), not yet signing
         self._extra_cert: _KeyPair | None = None  # published too, as 'new_certificate'
-        _live[id(self)] = self
-        _janitor.add(self._key, rmtree=str(self.dir))
+        self._begin()
         try:
             self._signing = self._new_key_pair()
-            began = time.monotonic()
             self._start()
-            self.startup_seconds = time.monotonic() - began
         except BaseException:
             self.stop()
             raise
 
     def __repr__(self) -> str:
         return f"<SimpleSamlIdp {self.base_url} running={self.running}>"
-
-    def __enter__(self) -> SimpleSamlIdp:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     # --- addresses ---
 
@@ -414,10 +384,6 @@ class SimpleSamlIdp:
     def published_certs(self) -> list[str]:
         """Every signing certificate in the IdP's metadata (PEM), the signing one first."""
         return [pair.cert_pem for pair in (self._signing, self._extra_cert) if pair is not None]
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def idp_initiated_url(self, sp_entity_id: str, relay_state: str | None = None) -> str:
         """Unsolicited (IdP-first) SSO toward a registered SP, the response without InResponseTo."""
@@ -628,21 +594,6 @@ class SimpleSamlIdp:
 
     # --- life cycle ---
 
-    def stop(self) -> None:
-        """Stop the server and remove its directory."""
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_process_group(proc)
-        shutil.rmtree(self.dir, ignore_errors=True)
-        _janitor.discard(self._key)
-        _live.pop(id(self), None)
-
-    close = stop
-
-    def log_tail(self, limit: int = 4000) -> str:
-        """The end of the PHP server's log (requests and SimpleSAMLphp's own log lines)."""
-        return _log_tail(self.log_path, limit)
-
     # --- internals ---
 
     def _new_key_pair(self) -> _KeyPair:
@@ -704,23 +655,7 @@ class SimpleSamlIdp:
             _render("saml20-sp-remote.php", {"sps": self._sps}),
         )
 
-    def _start(self) -> None:
-        last_error: ServiceError | None = None
-        for _attempt in range(3):
-            self.port = free_port()
-            self._write_config()
-            try:
-                self._spawn()
-                return
-            except ServiceError as exc:
-                # Another process may have taken the port between free_port() and bind().
-                last_error = exc
-                if "Address already in use" not in self.log_tail():
-                    raise
-        assert last_error is not None
-        raise last_error
-
-    def _spawn(self) -> None:
+    def _command(self) -> tuple[list[str], dict[str, str]]:
         assert self.php is not None
         argv = [
             self.php,
@@ -737,48 +672,16 @@ class SimpleSamlIdp:
         # alone, and SimpleSAMLphp never calls itself, so serial requests are enough.
         env = {**os.environ, "SIMPLESAMLPHP_CONFIG_DIR": str(self.config_dir)}
         env.pop("PHP_CLI_SERVER_WORKERS", None)
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.dir,
-                env=env,
-                start_new_session=True,
-            )
-        _janitor.add(self._key, pid=self._proc.pid, cwd=str(self.dir), rmtree=str(self.dir))
-        try:
-            self._wait_until_ready()
-        except BaseException:
-            proc, self._proc = self._proc, None
-            stop_process_group(proc)
-            raise
+        return argv, env
 
-    def _wait_until_ready(self) -> None:
-        assert self._proc is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        last = "no answer yet"
-        while True:
-            code = self._proc.poll()
-            if code is not None:
-                raise ServiceError(
-                    f"php -S exited with status {code} before the IdP answered on port "
-                    f"{self.port}; its log:\n{self.log_tail()}"
-                )
-            try:
-                response = requests.get(self.metadata_url, timeout=2)
-                if response.status_code == 200 and "EntityDescriptor" in response.text:
-                    return
-                last = f"HTTP {response.status_code}: {_parse(response.text).text[:1500]}"
-            except requests.RequestException as exc:
-                last = str(exc)
-            if time.monotonic() > deadline:
-                raise ServiceError(
-                    f"SimpleSAMLphp did not publish its metadata at {self.metadata_url} within "
-                    f"{START_TIMEOUT:.0f} s ({last}); the server's log:\n{self.log_tail()}"
-                )
-            time.sleep(0.05)
+    def _not_ready(self) -> str | None:
+        try:
+            response = requests.get(self.metadata_url, timeout=2)
+            if response.status_code == 200 and "EntityDescriptor" in response.text:
+                return None
+            return f"HTTP {response.status_code}: {_parse(response.text).text[:1500]}"
+        except requests.RequestException as exc:
+            return str(exc)
 
     def _request(
         self, http: requests.Session, method: str, url: str, **kwargs: Any
