@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from types import ModuleType
 
+from sso_bridge import errors
+
 # A table row whose first cell is `code`: (first cell, second cell, the rest).
 ROW = re.compile(r"^\| `([^`]+)` \| ([^|]*)\|(.*)$", re.MULTILINE)
 
@@ -43,3 +45,27 @@ def troubleshooting_rows(doc: Path) -> dict[str, str]:
         assert code not in rows, f"{code} is listed twice"
         rows[code] = status.strip()
     return rows
+
+
+# Refusals outside a protocol's own tree that a login through any connector can end in.
+LOGIN_REFUSALS: tuple[type[errors.BridgeError], ...] = (
+    errors.MissingAttribute,
+    errors.InvalidAttribute,
+    errors.AccountBlocked,
+    errors.NextNotAllowed,
+    errors.RateLimited,
+)
+
+
+def assert_troubleshooting_table(doc: Path, root: type[errors.BridgeError]) -> None:
+    """The troubleshooting table of ``doc`` lists exactly the reason codes a login under
+    ``root`` (and any login) can end in, each with its HTTP status."""
+    known = {
+        **reason_codes(errors, root),
+        **{cls.code: cls.status for cls in LOGIN_REFUSALS},
+    }
+    documented = troubleshooting_rows(doc)
+    assert sorted(set(documented) - set(known)) == [], f"{doc.name} lists unknown codes"
+    assert sorted(set(known) - set(documented)) == [], f"codes missing from {doc.name}"
+    wrong = {code: status for code, status in documented.items() if status != str(known[code])}
+    assert wrong == {}, "statuses in the table differ from sso_bridge/errors.py"
