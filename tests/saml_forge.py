@@ -186,6 +186,26 @@ def _q(ns: str, local: str) -> str:
 # --------------------------------------------------------------------------- keys
 
 
+def self_signed(
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, cn: str, days: int
+) -> x509.Certificate:
+    """A self-signed SHA-256 certificate for ``key``: subject and issuer ``CN=<cn>``,
+    not a CA, valid from one day ago for ``days`` days."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+
+
 class KeyPair(NamedTuple):
     """A private key and its self-signed certificate, both PEM."""
 
@@ -223,19 +243,7 @@ class TestKeys:
             key = ec.generate_private_key(ec.SECP256R1())
         else:
             raise ValueError(f"unknown key kind {kind!r}")
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-        now = dt.datetime.now(dt.UTC)
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .sign(key, hashes.SHA256())
-        )
+        cert = self_signed(key, cn, days)
         key_pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,

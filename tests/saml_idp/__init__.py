@@ -24,7 +24,6 @@ The session fixture `saml_idp` (import `saml_idp_fixture`) fails (never skips) w
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import html
 import os
 import secrets
@@ -41,10 +40,10 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import pytest
 import requests
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
+from tests.saml_forge import self_signed
 from tests.services import (
     HOST,
     ChildServer,
@@ -189,20 +188,7 @@ def make_key_and_cert(
 ) -> tuple[rsa.RSAPrivateKey, x509.Certificate]:
     """An RSA-2048 key and a self-signed SHA-256 certificate for it."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
+    return key, self_signed(key, common_name, days)
 
 
 def key_pem(key: rsa.RSAPrivateKey) -> str:
