@@ -261,7 +261,8 @@ class ScimLms:
     def _change_user(self, account_id: str, plan: Callable[[dict[str, Any]], list[Change]]) -> None:
         """Read the user and write what `plan` finds different, on the version read."""
         self._discover()
-        for _ in range(VERSION_RETRIES):
+
+        def attempt() -> None:
             with _errors("read user"):
                 current = _expect(
                     self._scim.query(ScimUser, account_id, **ANY_SUCCESS), ScimUser, "read user"
@@ -269,21 +270,14 @@ class ScimLms:
             changes = plan(current.model_dump())
             if not changes:
                 return
-            try:
-                with _errors("update user"):
-                    if self._patch:
-                        operations = [_patch_operation(path, value) for path, value in changes]
-                        self._scim.modify(current, _patch(ScimUser, operations), **ANY_SUCCESS)
-                    else:
-                        self._scim.replace(_apply(current, changes, ScimUser), **ANY_SUCCESS)
-                return
-            except LmsRejected as exc:
-                if exc.context.get("http_status") != 412:
-                    raise
-        raise LmsUnavailable(
-            "SCIM update user: the user kept changing between reading and writing it",
-            http_status=412,
-        )
+            with _errors("update user"):
+                if self._patch:
+                    operations = [_patch_operation(path, value) for path, value in changes]
+                    self._scim.modify(current, _patch(ScimUser, operations), **ANY_SUCCESS)
+                else:
+                    self._scim.replace(_apply(current, changes, ScimUser), **ANY_SUCCESS)
+
+        _until_unchanged("user", attempt)
 
     # --- groups ------------------------------------------------------------------------
 
@@ -358,7 +352,8 @@ class ScimLms:
                 if add is not None or exc.context.get("scim_type") != "noTarget":
                     raise
             return
-        for _ in range(VERSION_RETRIES):
+
+        def attempt() -> None:
             with _errors("read group"):
                 group = _expect(
                     self._scim.query(Group, group_id, **ANY_SUCCESS), Group, "read group"
@@ -371,19 +366,12 @@ class ScimLms:
                 members = [member for member in members if member.get("value") != remove]
             else:
                 return
-            try:
-                with _errors("update group"):
-                    self._scim.replace(
-                        _apply(group, [("members", members or None)], Group), **ANY_SUCCESS
-                    )
-                return
-            except LmsRejected as exc:
-                if exc.context.get("http_status") != 412:
-                    raise
-        raise LmsUnavailable(
-            "SCIM update group: the group kept changing between reading and writing it",
-            http_status=412,
-        )
+            with _errors("update group"):
+                self._scim.replace(
+                    _apply(group, [("members", members or None)], Group), **ANY_SUCCESS
+                )
+
+        _until_unchanged("group", attempt)
 
     # --- requests ----------------------------------------------------------------------
 
@@ -444,6 +432,22 @@ class ScimLms:
             if not resources or start - 1 + len(resources) >= total:
                 return found
             start += len(resources)
+
+
+def _until_unchanged(kind: str, attempt: Callable[[], None]) -> None:
+    """Run ``attempt`` (read the resource, write on the version read) again while the
+    server answers 412: someone changed it between the read and the write."""
+    for _ in range(VERSION_RETRIES):
+        try:
+            attempt()
+            return
+        except LmsRejected as exc:
+            if exc.context.get("http_status") != 412:
+                raise
+    raise LmsUnavailable(
+        f"SCIM update {kind}: the {kind} kept changing between reading and writing it",
+        http_status=412,
+    )
 
 
 def filter_string(value: str) -> str:
