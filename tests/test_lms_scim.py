@@ -676,3 +676,18 @@ def test_a_user_with_more_groups_than_the_bound_is_refused(
     monkeypatch.setattr("sso_bridge.lms.scim.MAX_GROUPS_PER_USER", 1)
     with pytest.raises(LmsRejected, match="more than 1"):
         scim.find(profile.external_id)
+
+
+def test_a_user_that_keeps_changing_is_given_up_on_as_unavailable(
+    scim: ScimLms, scim_server: ScimServer
+) -> None:
+    profile = make_profile()
+    account = scim.create(profile)
+    try:
+        scim_server.fail_next(3, status=412, method="PATCH", scim_error=True)
+        with pytest.raises(LmsUnavailable, match="the user kept changing") as exc:
+            scim.update(account, make_profile(external_id=profile.external_id, department="X"))
+        assert exc.value.context["http_status"] == 412
+    finally:
+        scim_server.clear_faults()
+    assert only_user(scim_server, profile.external_id)[ENTERPRISE]["department"] != "X"
