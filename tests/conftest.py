@@ -132,6 +132,23 @@ def build_app(settings: Settings) -> Any:
     return app
 
 
+def accounts_and_login_reasons(app: Any) -> tuple[int, list[str]]:
+    """How many users ``app`` holds, and the reason of every login audit event, in order:
+    what a refused attack must leave (no user) and say (its reason code)."""
+    from sqlalchemy import func, select
+
+    from sso_bridge.models import AuditEvent, User
+
+    with app.extensions["sso_bridge"].db.session() as session:
+        users = session.scalar(select(func.count()).select_from(User)) or 0
+        reasons = list(
+            session.scalars(
+                select(AuditEvent.reason).where(AuditEvent.event == "login").order_by(AuditEvent.id)
+            )
+        )
+    return users, reasons
+
+
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Any]:
     application = build_app(settings)

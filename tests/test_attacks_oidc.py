@@ -13,12 +13,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from sso_bridge.models import AuditEvent, User
+from sso_bridge.models import User
 from sso_bridge.settings import Settings
 
-from .conftest import BASE_URL, Keys, build_app, settings_dict
+from .conftest import BASE_URL, Keys, accounts_and_login_reasons, build_app, settings_dict
 from .oidc_rogue import CLIENT_ID, CLIENT_SECRET, RogueProvider
 
 
@@ -78,17 +78,6 @@ class Browser:
         return self.finish(self.start(next_path))
 
 
-def counts(app: Any) -> tuple[int, list[str]]:
-    with app.extensions["sso_bridge"].db.session() as session:
-        users = session.scalar(select(func.count()).select_from(User)) or 0
-        reasons = list(
-            session.scalars(
-                select(AuditEvent.reason).where(AuditEvent.event == "login").order_by(AuditEvent.id)
-            )
-        )
-    return users, reasons
-
-
 def refused(app: Any, response: Any, reason: str) -> None:
     """The refusal as people and admins see it: page, reason, audit, nothing else."""
     page = response.get_data(as_text=True)
@@ -96,7 +85,7 @@ def refused(app: Any, response: Any, reason: str) -> None:
     assert reason in page
     assert response.headers["X-Correlation-ID"] in page
     assert "sso_bridge_session" not in response.headers.get("Set-Cookie", "")
-    users, reasons = counts(app)
+    users, reasons = accounts_and_login_reasons(app)
     assert users == 0
     assert reasons[-1] == reason
 
@@ -278,7 +267,7 @@ def test_a_tenant_restriction(make_app: Callable[..., Any], op: RogueProvider) -
     response = Browser(app, op).login()
     assert response.status_code == 403
     assert "oidc_claim_not_allowed" in response.get_data(as_text=True)
-    assert counts(app)[0] == 0
+    assert accounts_and_login_reasons(app)[0] == 0
 
 
 def test_an_open_redirect_in_next_is_refused_before_the_provider_is_asked(

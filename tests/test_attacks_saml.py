@@ -32,19 +32,19 @@ import pytest
 from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from sso_bridge import errors
 from sso_bridge.connectors.base import Verified
 from sso_bridge.connectors.saml import SamlConnector
 from sso_bridge.keyfiles import generate_private_key, self_signed_certificate, write_private_key
-from sso_bridge.models import AuditEvent, User
+from sso_bridge.models import AuditEvent
 from sso_bridge.sessions import BridgeSession
 from sso_bridge.settings import SamlConnection, Settings
 from sso_bridge.state import MemoryStore, RedisStore, Store
 
 from . import saml_forge as forge
-from .conftest import BASE_URL, Keys, build_app, settings_dict
+from .conftest import BASE_URL, Keys, accounts_and_login_reasons, build_app, settings_dict
 from .saml_forge import KeyPair, ResponseSpec, TestKeys
 
 ACS_URL = f"{BASE_URL}/saml/hr/acs"
@@ -1062,17 +1062,6 @@ def saml_app(saml_settings: Callable[..., Settings]) -> Any:
     app.extensions["sso_bridge"].close()
 
 
-def _counts(app: Any) -> tuple[int, list[str]]:
-    with app.extensions["sso_bridge"].db.session() as session:
-        users = session.scalar(select(func.count()).select_from(User)) or 0
-        reasons = list(
-            session.scalars(
-                select(AuditEvent.reason).where(AuditEvent.event == "login").order_by(AuditEvent.id)
-            )
-        )
-    return users, reasons
-
-
 def _last_audit(app: Any) -> AuditEvent:
     with app.extensions["sso_bridge"].db.session() as session:
         event = session.scalars(
@@ -1214,7 +1203,7 @@ def test_web_refusal_page_audit_and_nothing_provisioned(
     correlation = response.headers["X-Correlation-ID"]
     assert correlation in page
     assert "Set-Cookie" not in response.headers
-    assert _counts(saml_app)[0] == 0
+    assert accounts_and_login_reasons(saml_app)[0] == 0
     event = _last_audit(saml_app)
     assert (event.reason, event.outcome, event.connection) == (reason, "failure", "hr")
     assert event.correlation_id == correlation
@@ -1231,7 +1220,7 @@ def test_web_unsolicited_refused_when_not_allowed(
         assert response.status_code == 400
         assert "saml_unsolicited" in response.get_data(as_text=True)
         assert "Set-Cookie" not in response.headers
-        assert _counts(app) == (0, ["saml_unsolicited"])
+        assert accounts_and_login_reasons(app) == (0, ["saml_unsolicited"])
     finally:
         app.extensions["sso_bridge"].close()
 
@@ -1248,7 +1237,7 @@ def test_web_a_valid_idp_initiated_login_lands_with_its_deep_link(
     assert response.status_code == 303
     assert "course%2Fview.php%3Fid%3D3" in response.headers["Location"]
     assert "Set-Cookie" in response.headers
-    assert _counts(saml_app) == (1, ["created"])
+    assert accounts_and_login_reasons(saml_app) == (1, ["created"])
 
 
 @pytest.mark.parametrize(
@@ -1268,7 +1257,7 @@ def test_web_relay_state_open_redirects(
     assert "next_not_allowed" in page
     assert response.headers["X-Correlation-ID"] in page
     assert "Set-Cookie" not in response.headers
-    assert _counts(saml_app) == (0, ["next_not_allowed"])
+    assert accounts_and_login_reasons(saml_app) == (0, ["next_not_allowed"])
 
 
 def test_web_sp_initiated_login_and_its_replay(saml_app: Any, pki: Pki, tmp_path: Path) -> None:
@@ -1287,7 +1276,7 @@ def test_web_sp_initiated_login_and_its_replay(saml_app: Any, pki: Pki, tmp_path
     assert replay.status_code == 400
     assert "saml_in_response_to_unknown" in replay.get_data(as_text=True)
     assert "Set-Cookie" not in replay.headers
-    assert _counts(saml_app) == (1, ["created", "saml_in_response_to_unknown"])
+    assert accounts_and_login_reasons(saml_app) == (1, ["created", "saml_in_response_to_unknown"])
 
 
 def test_web_replay_through_a_second_app_on_the_same_redis(
@@ -1306,7 +1295,7 @@ def test_web_replay_through_a_second_app_on_the_same_redis(
         assert response.status_code == 400
         assert "saml_replayed" in response.get_data(as_text=True)
         assert "Set-Cookie" not in response.headers
-        assert _counts(second)[1][-1] == "saml_replayed"
+        assert accounts_and_login_reasons(second)[1][-1] == "saml_replayed"
     finally:
         first.extensions["sso_bridge"].close()
         second.extensions["sso_bridge"].close()
@@ -1450,7 +1439,7 @@ def test_on_https_the_response_is_accepted_only_in_the_browser_that_started(
     victim = app.test_client().post("/saml/hr/acs", data={"SAMLResponse": xml}, base_url=HTTPS)
     assert victim.status_code == 400
     assert "saml_browser_mismatch" in victim.get_data(as_text=True)
-    assert _counts(app) == (0, ["saml_browser_mismatch"])
+    assert accounts_and_login_reasons(app) == (0, ["saml_browser_mismatch"])
     # The browser that started it gets in, and its binding cookie is cleared.
     own = browser.post("/saml/hr/acs", data={"SAMLResponse": xml}, base_url=HTTPS)
     assert own.status_code == 303
@@ -1492,7 +1481,7 @@ def test_a_binding_cookie_sent_as_a_form_field_does_not_count(
         "/saml/hr/acs", data={"SAMLResponse": xml, name: rest.split(";", 1)[0]}, base_url=HTTPS
     )
     assert "saml_browser_mismatch" in victim.get_data(as_text=True)
-    assert _counts(app)[0] == 0
+    assert accounts_and_login_reasons(app)[0] == 0
 
 
 @pytest.mark.parametrize("where", ["NotBefore", "NotOnOrAfter", "scd"])
