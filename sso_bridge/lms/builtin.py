@@ -75,17 +75,6 @@ class BuiltinLms:
     def missing_targets(self, groups: Set[str], courses: Set[str]) -> list[str]:
         return []  # groups and courses are names here: any name a rule gives exists
 
-    def memberships(self, user_id: int) -> dict[str, list[str]]:
-        """Groups and courses of a user, for the provider's claims."""
-        with self._db.session() as session:
-            rows = session.scalars(
-                select(BuiltinMembership).where(BuiltinMembership.user_id == user_id)
-            ).all()
-        return {
-            "groups": sorted(r.name for r in rows if r.kind == "group"),
-            "courses": sorted(r.name for r in rows if r.kind == "course"),
-        }
-
     def _user_id(self, account: LmsAccount) -> int:
         with self._db.session() as session:
             user_id = session.scalar(select(User.id).where(User.public_id == account.account_id))
