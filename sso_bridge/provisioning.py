@@ -478,10 +478,6 @@ def _apply(user: User, identity: Identity) -> tuple[str, ...]:
     return tuple(changed)
 
 
-def find_user(session: Session, user_id: int) -> User | None:
-    return session.get(User, user_id)
-
-
 def _grants_by_kind(session: Session, user_id: int) -> dict[str, frozenset[str]]:
     grants: dict[str, set[str]] = {}
     for kind, name in session.execute(
