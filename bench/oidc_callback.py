@@ -31,7 +31,6 @@ Results go to bench/results/oidc_callback.json.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import secrets
@@ -51,7 +50,8 @@ from joserfc.jwk import ECKey  # noqa: E402
 
 from bench import servers  # noqa: E402
 from bench.loadgen import get, post_form, run_load, summary  # noqa: E402
-from bench.token_handoff import Keys, bridge_settings, row  # noqa: E402
+from bench.report import http_arguments, row, save  # noqa: E402
+from bench.token_handoff import Keys, bridge_settings  # noqa: E402
 from sso_bridge.connectors.oidc import BROWSER_COOKIE_PREFIX  # noqa: E402
 from tests.oidc_rogue import CLIENT_ID, CLIENT_SECRET, s256  # noqa: E402
 from tests.services import RedisServer, free_port  # noqa: E402
@@ -232,10 +232,7 @@ def bare_verify(provider: Provider, tokens: list[dict[str, str]]) -> dict[str, f
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = http_arguments(__doc__)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sso-bridge-bench-oidc-"))
@@ -311,10 +308,7 @@ def main() -> int:
         redis.close()
 
     report(results)
-    out = ROOT / "bench" / "results" / "oidc_callback.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten: {out.relative_to(ROOT)}")
+    save("oidc_callback", results)
     return 1 if failed else 0
 
 

@@ -19,7 +19,6 @@ machine's drift hits both alike. Results go to bench/results/saml_http.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -33,8 +32,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench import servers  # noqa: E402
 from bench.loadgen import alternate, post_form, run_load  # noqa: E402
+from bench.report import http_arguments, row, save  # noqa: E402
 from bench.saml_acs import idp_metadata, library_settings  # noqa: E402
-from bench.token_handoff import Keys, bridge_settings, row  # noqa: E402
+from bench.token_handoff import Keys, bridge_settings  # noqa: E402
 from tests import saml_forge as forge  # noqa: E402
 from tests.services import RedisServer, free_port  # noqa: E402
 
@@ -73,10 +73,7 @@ def naive_settings(cert_b64: str, port: int, signed: str) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = http_arguments(__doc__)
     args = parser.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="sso-bridge-bench-saml-"))
@@ -147,10 +144,7 @@ def main() -> int:
             )
         )
         print(row(f"sso-bridge ACS, {signed} signed", results[f"bridge_acs_{signed}"], naive_rate))
-    out = ROOT / "bench" / "results" / "saml_http.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten: {out.relative_to(ROOT)}")
+    save("saml_http", results)
     return 1 if failed else 0
 
 

@@ -21,7 +21,6 @@ Results go to bench/results/token_handoff.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -40,6 +39,7 @@ from sqlalchemy import create_engine, text  # noqa: E402
 
 from bench import servers  # noqa: E402
 from bench.loadgen import LoadResult, post_form, run_load, summary  # noqa: E402
+from bench.report import http_arguments, row, save  # noqa: E402
 from sso_bridge.keyfiles import (  # noqa: E402
     generate_private_key,
     mint_handoff_token,
@@ -155,25 +155,8 @@ def count_accounts(db_url: str) -> tuple[int, int]:
     return int(users), int(dupes)
 
 
-def row(name: str, result: dict[str, Any], baseline: float | None = None) -> str:
-    ratio = f"{result['per_second'] / baseline:6.2f}x" if baseline else "       "
-    line = (
-        f"{name:<52} {result['per_second']:>9.0f} {result['p50_ms']:>8.2f}"
-        f" {result['p99_ms']:>8.2f} {ratio}"
-    )
-    if result.get("unexpected"):
-        # A baseline that answered errors is fast for the wrong reason: say so loudly.
-        line += (
-            f"\n    !! {result['unexpected']} unexpected answers: {result['first_unexpected']!r}"
-        )
-    return line
-
-
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=10.0, help="per HTTP scenario")
-    parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2)
+    parser = http_arguments(__doc__)
     parser.add_argument("--postgres", action="store_true", help="also first login on PostgreSQL")
     parser.add_argument("--storm", action="store_true", help="5,000 new people at 200 connections")
     args = parser.parse_args()
@@ -248,10 +231,7 @@ def main() -> int:
             postgres.stop()
 
     report(results)
-    out = ROOT / "bench" / "results" / "token_handoff.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten: {out.relative_to(ROOT)}")
+    save("token_handoff", results)
     return 1 if failed else 0
 
 
